@@ -1,0 +1,118 @@
+"""``postfix-deploy-hook``: the certbot deploy hook.
+
+certbot runs it after each renewal with ``RENEWED_LINEAGE`` and ``RENEWED_DOMAINS`` set;
+by hand: ``postfix-deploy-hook --lineage /etc/letsencrypt/live/NAME [--dry-run]``.
+
+Exit codes (see :class:`ExitCode`): 0 deployed (or, dry run, would deploy), 1 internal
+error, 2 usage or configuration error, 3 validation refused the new files (nothing
+changed), 4 reload or proof failed and the previous certificate was restored, 5 the
+rollback failed too (act now), 6 nothing to do: the lineage is not used by Postfix (0
+when run by certbot, which calls every deploy hook for every lineage).
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import time
+from collections.abc import Mapping
+from enum import IntEnum
+
+from hook import config as config_mod
+from hook import log as log_mod
+from hook.errors import ConfigError, Error, LineageError
+
+
+class ExitCode(IntEnum):
+    OK = 0
+    INTERNAL = 1
+    USAGE = 2
+    REFUSED = 3
+    ROLLED_BACK = 4
+    ROLLBACK_FAILED = 5
+    NOTHING_TO_DO = 6
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="postfix-deploy-hook",
+        description="Validate a renewed certbot lineage, install it for Postfix atomically, "
+                    "reload Postfix and prove the new certificate is served; roll back on failure.",
+        epilog="Exit codes: 0 ok, 1 internal error, 2 usage/config error, 3 refused (nothing "
+               "changed), 4 rolled back, 5 rollback failed, 6 lineage not used by Postfix.")
+    p.add_argument("--config", help="TOML configuration (default: $POSTFIX_CERTWATCH_CONFIG "
+                   f"or {config_mod.DEFAULT_PATH})")
+    p.add_argument("--lineage", help="lineage directory (default: $RENEWED_LINEAGE)")
+    p.add_argument("--dry-run", action="store_true",
+                   help="run every check, change nothing, say what would be done")
+    return p
+
+
+def main(argv: list[str] | None = None, environ: Mapping[str, str] | None = None) -> int:
+    env = os.environ if environ is None else environ
+    args = build_parser().parse_args(argv)
+    # stdout: certbot logs a hook's stdout at info level and its stderr as an error, so
+    # the canonical line goes to stdout and a failure adds one plain line on stderr.
+    log_mod.configure(sys.stdout)
+    log = log_mod.get("postfix-deploy-hook")
+    try:
+        return _main(args, env, log)
+    except (ConfigError, LineageError) as exc:
+        log.error("deploy", outcome="usage_error", error=str(exc))
+        print(f"postfix-deploy-hook: {exc}", file=sys.stderr)
+        return ExitCode.USAGE
+    except Error as exc:
+        log.error("deploy", outcome="error", error=str(exc))
+        print(f"postfix-deploy-hook: {exc}", file=sys.stderr)
+        return ExitCode.INTERNAL
+    except Exception:
+        log.exception("deploy", outcome="internal_error")
+        return ExitCode.INTERNAL
+
+
+def _main(args: argparse.Namespace, env: Mapping[str, str], log: object) -> int:
+    from hook import deploy, lineage  # noqa: PLC0415 - keep --help fast
+
+    cfg = config_mod.load(args.config, env)
+    by_certbot = args.lineage is None
+    path = args.lineage or env.get("RENEWED_LINEAGE")
+    if not path:
+        raise LineageError("no lineage: set RENEWED_LINEAGE (certbot does) or pass --lineage")
+    lin = lineage.resolve(path, cfg.certbot.config_dir)
+    start = time.monotonic()
+    if args.dry_run:
+        report = deploy.run(cfg, lin, dry_run=True)
+    else:
+        with deploy.locked(cfg.deploy.state_dir):
+            report = deploy.run(cfg, lin)
+            if report.outcome is not deploy.Outcome.SKIPPED:
+                deploy.write_record(cfg.deploy.state_dir, report)
+    event = {
+        "lineage": report.lineage, "outcome": report.outcome.value, "mode": report.mode,
+        "old_sha256": report.old_sha256, "new_sha256": report.new_sha256,
+        "services": list(report.services), "domains": env.get("RENEWED_DOMAINS", ""),
+        "dry_run": report.dry_run, "seconds": round(time.monotonic() - start, 3),
+        "timings": report.timings, "message": report.message,
+    }
+    bad = report.outcome in (deploy.Outcome.REFUSED, deploy.Outcome.ROLLED_BACK,
+                             deploy.Outcome.ROLLBACK_FAILED)
+    getattr(log, "error" if bad else "info")("deploy", **event)
+    if bad:
+        print(f"postfix-deploy-hook: {report.outcome.value}: {report.message}", file=sys.stderr)
+    if args.dry_run:
+        for step in report.steps:
+            print(f"would: {step}")
+        print(report.message)
+    return {
+        deploy.Outcome.DEPLOYED: ExitCode.OK,
+        deploy.Outcome.WOULD_DEPLOY: ExitCode.OK,
+        deploy.Outcome.SKIPPED: ExitCode.OK if by_certbot else ExitCode.NOTHING_TO_DO,
+        deploy.Outcome.REFUSED: ExitCode.REFUSED,
+        deploy.Outcome.ROLLED_BACK: ExitCode.ROLLED_BACK,
+        deploy.Outcome.ROLLBACK_FAILED: ExitCode.ROLLBACK_FAILED,
+    }[report.outcome]
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

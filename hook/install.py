@@ -1,0 +1,73 @@
+"""Atomic, private file installation.
+
+A file that Postfix reads is always either the complete old or the complete new
+version: we write a temp file in the same directory (created 0600 by ``mkstemp``, so the
+key is never readable by others, not even for a moment), fsync it, keep the current
+file as ``NAME.prev`` (a hard link, so there is no window without a current file),
+rename the temp file over the target and fsync the directory.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import tempfile
+from pathlib import Path
+
+PREV_SUFFIX = ".prev"
+
+
+def ensure_private_dir(path: Path, mode: int = 0o700) -> None:
+    """Create ``path`` (and parents) if missing; a created leaf directory gets ``mode``."""
+    if not path.is_dir():
+        path.mkdir(parents=True, mode=mode, exist_ok=True)
+
+
+def fsync_dir(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def atomic_write(target: Path, data: bytes, *, mode: int = 0o600, gid: int | None = None,
+                 keep_previous: bool = False) -> None:
+    """Replace ``target`` with ``data`` atomically; optionally keep the old one as ``.prev``."""
+    directory = target.parent
+    fd, tmp = tempfile.mkstemp(dir=directory, prefix=f".{target.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as fh:
+            if gid is not None:
+                os.fchown(fh.fileno(), 0, gid)
+            os.fchmod(fh.fileno(), mode)
+            fh.write(data)
+            fh.flush()
+            os.fsync(fh.fileno())
+        if keep_previous and target.exists():
+            link_over(target, target.with_name(target.name + PREV_SUFFIX))
+        os.replace(tmp, target)
+    except BaseException:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(tmp)
+        raise
+    fsync_dir(directory)
+
+
+def link_over(src: Path, dst: Path) -> None:
+    """Make ``dst`` a hard link to ``src``, replacing ``dst`` atomically."""
+    tmp = dst.with_name(f".{dst.name}.{os.getpid()}.lnk")
+    with contextlib.suppress(FileNotFoundError):
+        os.unlink(tmp)
+    os.link(src, tmp)
+    os.replace(tmp, dst)
+
+
+def restore_previous(target: Path) -> bool:
+    """Put ``target.prev`` back in place atomically; False if there is none."""
+    prev = target.with_name(target.name + PREV_SUFFIX)
+    if not prev.exists():
+        return False
+    link_over(prev, target)
+    fsync_dir(target.parent)
+    return True

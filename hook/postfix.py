@@ -1,0 +1,210 @@
+"""Read and control a Postfix instance: ``postconf`` queries, ``postfix check/reload``.
+
+Postfix prints its error messages to stderr only when stderr is a terminal (otherwise
+only to syslog or ``maillog_file``), so ``postfix`` commands run on a pseudo-terminal
+here: a failing ``postfix check`` then says why in our own error message.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import os
+import select
+import socket
+import subprocess
+import time
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from hook.errors import PostfixError
+
+WELL_KNOWN_PORTS = {"smtp": 25, "submission": 587, "smtps": 465, "submissions": 465}
+TLS_SERVER_COMMANDS = ("smtpd", "postscreen")
+
+
+@dataclass(frozen=True)
+class CommandResult:
+    argv: tuple[str, ...]
+    returncode: int
+    output: str
+    seconds: float
+
+    @property
+    def ok(self) -> bool:
+        return self.returncode == 0
+
+
+def run_on_pty(argv: Sequence[str], timeout: float = 60.0) -> CommandResult:
+    """Run ``argv`` with stdout+stderr on a pseudo-terminal; return its exit code and text."""
+    start = time.monotonic()
+    master, slave = os.openpty()
+    try:
+        proc = subprocess.Popen(list(argv), stdin=subprocess.DEVNULL, stdout=slave, stderr=slave,
+                                close_fds=True, start_new_session=True)
+    except OSError as exc:
+        os.close(master)
+        os.close(slave)
+        raise PostfixError(f"cannot run {argv[0]}: {exc.strerror}") from exc
+    os.close(slave)
+    chunks: list[bytes] = []
+    deadline = start + timeout
+    try:
+        while True:
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                proc.kill()
+                raise PostfixError(f"{' '.join(argv)} did not finish within {timeout:.0f} s")
+            ready, _, _ = select.select([master], [], [], min(remaining, 0.5))
+            if ready:
+                try:
+                    data = os.read(master, 65536)
+                except OSError as exc:  # EIO: every writer closed the terminal
+                    if exc.errno != errno.EIO:
+                        raise
+                    data = b""
+                if not data:
+                    break
+                chunks.append(data)
+            elif proc.poll() is not None:
+                break
+        rc = proc.wait(timeout=max(0.1, deadline - time.monotonic()))
+    finally:
+        os.close(master)
+        if proc.poll() is None:
+            proc.kill()
+    text = b"".join(chunks).decode("utf-8", "replace").replace("\r\n", "\n")
+    return CommandResult(tuple(argv), rc, text, time.monotonic() - start)
+
+
+@dataclass(frozen=True)
+class Service:
+    """One ``inet`` service of master.cf that speaks SMTP (smtpd or postscreen)."""
+
+    name: str
+    host: str
+    port: int
+    command: str
+    overrides: Mapping[str, str] = field(default_factory=dict)
+    implicit_tls: bool = False
+
+    @property
+    def label(self) -> str:
+        host = f"[{self.host}]" if ":" in self.host else self.host
+        return f"{host}:{self.port}{'/tls' if self.implicit_tls else '/starttls'}"
+
+
+@dataclass(frozen=True)
+class Postfix:
+    """One Postfix instance, addressed by its configuration directory."""
+
+    config_directory: Path
+    reload_command: tuple[str, ...] = ()
+    probe_host: str = ""
+
+    # -- queries ---------------------------------------------------------------------
+    def postconf(self, *args: str) -> str:
+        argv = ["postconf", "-c", str(self.config_directory), *args]
+        try:
+            proc = subprocess.run(argv, capture_output=True, text=True, timeout=30, check=False)
+        except (OSError, subprocess.TimeoutExpired) as exc:
+            raise PostfixError(f"cannot run {' '.join(argv)}: {exc}") from exc
+        if proc.returncode != 0:
+            raise PostfixError(f"{' '.join(argv)} failed (exit {proc.returncode})",
+                               proc.stderr or proc.stdout)
+        return proc.stdout
+
+    def parameters(self, *names: str) -> dict[str, str]:
+        """Effective (``$``-expanded) values of main.cf parameters."""
+        out = self.postconf("-x", *names)
+        return dict(_split_assignment(line) for line in out.splitlines() if " = " in line
+                    or line.endswith(" ="))
+
+    def services(self) -> tuple[Service, ...]:
+        """Every SMTP-speaking ``inet`` service in master.cf, with its ``-o`` overrides."""
+        params = self.parameters("inet_interfaces")
+        default_host = self._default_probe_host(params.get("inet_interfaces", "all"))
+        found = []
+        for line in self.postconf("-M").splitlines():
+            entry = parse_master_line(line)
+            if entry is None:
+                continue
+            name, svc_type, command, overrides = entry
+            if svc_type != "inet" or command not in TLS_SERVER_COMMANDS:
+                continue
+            host, port = split_service_name(name, default_host)
+            implicit = overrides.get("smtpd_tls_wrappermode", "no") == "yes"
+            found.append(Service(name, host, port, command, overrides, implicit))
+        return tuple(found)
+
+    def _default_probe_host(self, inet_interfaces: str) -> str:
+        if self.probe_host:
+            return self.probe_host
+        names = [n.strip() for n in inet_interfaces.replace(",", " ").split()]
+        if not names or "all" in names or "loopback-only" in names:
+            return "127.0.0.1"
+        for loop in ("127.0.0.1", "localhost", "[::1]", "::1"):
+            if loop in names:
+                return loop.strip("[]")
+        return names[0].strip("[]")
+
+    # -- control ---------------------------------------------------------------------
+    def check(self) -> CommandResult:
+        """``postfix check``; raises :class:`PostfixError` with Postfix's own words."""
+        res = run_on_pty(["postfix", "-c", str(self.config_directory), "check"])
+        if not res.ok:
+            raise PostfixError(f"'postfix -c {self.config_directory} check' failed "
+                               f"(exit {res.returncode})", res.output)
+        return res
+
+    def reload(self) -> CommandResult:
+        argv = list(self.reload_command) or ["postfix", "-c", str(self.config_directory), "reload"]
+        res = run_on_pty(argv)
+        if not res.ok:
+            raise PostfixError(f"'{' '.join(argv)}' failed (exit {res.returncode})", res.output)
+        return res
+
+
+def _split_assignment(line: str) -> tuple[str, str]:
+    name, _, value = line.partition(" =")
+    return name.strip(), value.strip()
+
+
+def parse_master_line(line: str) -> tuple[str, str, str, dict[str, str]] | None:
+    """Split one ``postconf -M`` line into name, type, command and ``-o`` overrides."""
+    fields = line.split()
+    if len(fields) < 8 or fields[0].startswith("#"):
+        return None
+    name, svc_type, command, args = fields[0], fields[1], fields[7], fields[8:]
+    overrides: dict[str, str] = {}
+    i = 0
+    while i < len(args):
+        arg = args[i]
+        if arg == "-o" and i + 1 < len(args):
+            key, _, value = args[i + 1].partition("=")
+            overrides[key.strip()] = value.strip()
+            i += 2
+            continue
+        if arg.startswith("-o") and "=" in arg:
+            key, _, value = arg[2:].partition("=")
+            overrides[key.strip()] = value.strip()
+        i += 1
+    return name, svc_type, command, overrides
+
+
+def split_service_name(name: str, default_host: str) -> tuple[str, int]:
+    """``[::1]:25`` / ``127.0.0.1:smtp`` / ``submission`` -> (host, port)."""
+    host, port_text = default_host, name
+    if name.startswith("["):
+        host, _, rest = name[1:].partition("]")
+        port_text = rest.lstrip(":")
+    elif ":" in name:
+        host, _, port_text = name.rpartition(":")
+    if port_text.isdigit():
+        return host, int(port_text)
+    if port_text in WELL_KNOWN_PORTS:
+        return host, WELL_KNOWN_PORTS[port_text]
+    with contextlib.suppress(OSError):
+        return host, socket.getservbyname(port_text, "tcp")
+    raise PostfixError(f"master.cf service {name!r}: unknown port name {port_text!r}")

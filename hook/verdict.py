@@ -1,0 +1,73 @@
+"""Verdict data: statuses, problem codes and problems. Models only, no rendering.
+
+Status follows the Nagios plugin convention (its ``exit_code``). Problem codes are a
+stable, documented vocabulary shared by the deploy hook (on-disk validation), the probe
+(what a service serves), ``renew-check --json`` and the daemon's metrics and alerts.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from enum import StrEnum
+
+
+class Status(StrEnum):
+    OK = "ok"
+    WARNING = "warning"
+    CRITICAL = "critical"
+    UNKNOWN = "unknown"
+
+    @property
+    def exit_code(self) -> int:
+        return {"ok": 0, "warning": 1, "critical": 2, "unknown": 3}[self.value]
+
+    @property
+    def rank(self) -> int:
+        """Severity order for "worst of": ok < unknown < warning < critical."""
+        return {"ok": 0, "unknown": 1, "warning": 2, "critical": 3}[self.value]
+
+
+def worst(statuses: list[Status] | tuple[Status, ...]) -> Status:
+    return max(statuses, key=lambda s: s.rank, default=Status.OK)
+
+
+class Code(StrEnum):
+    # -- what a probe of a service can show -------------------------------------------
+    UNREACHABLE = "unreachable"
+    TIMEOUT = "timeout"
+    BUSY = "busy"
+    NO_STARTTLS = "no_starttls"
+    STARTTLS_REFUSED = "starttls_refused"
+    HANDSHAKE_FAILED = "handshake_failed"
+    PROTOCOL_ERROR = "protocol_error"
+    UNTRUSTED = "untrusted"
+    SELF_SIGNED = "self_signed"
+    MISSING_INTERMEDIATE = "missing_intermediate"
+    NAME_MISMATCH = "name_mismatch"
+    EXPIRED = "expired"
+    NOT_YET_VALID = "not_yet_valid"
+    EXPIRING_SOON = "expiring_soon"
+    STALE = "stale"
+    ANONYMOUS_CIPHERS = "anonymous_ciphers"
+    WEAK_PROTOCOL = "weak_protocol"
+    # -- what on-disk validation of a lineage can show --------------------------------
+    UNREADABLE = "unreadable"
+    CHAIN_ORDER = "chain_order"
+    BAD_SIGNATURE = "bad_signature"
+    WEAK_KEY = "weak_key"
+    KEY_MISMATCH = "key_mismatch"
+    ENCRYPTED_KEY = "encrypted_key"
+    KEY_CHANGED = "key_changed"
+
+
+@dataclass(frozen=True)
+class Problem:
+    """One finding: a code, how bad it is, what was seen, and what to do about it."""
+
+    code: Code
+    status: Status
+    detail: str
+    fix: str = ""
+
+    def __str__(self) -> str:
+        return f"{self.code.value}: {self.detail}" + (f" (fix: {self.fix})" if self.fix else "")
