@@ -68,6 +68,22 @@ class ProbeConfig:
 
 
 @dataclass(frozen=True)
+class AlertConfig:
+    """Where alerts go: mail through the local sendmail, and/or a JSON webhook."""
+
+    mail_to: tuple[str, ...] = ()
+    """Recipients; empty: no mail."""
+    mail_from: str = ""
+    """Envelope and From: address (default: root@ the host name)."""
+    sendmail_command: tuple[str, ...] = ("/usr/sbin/sendmail", "-i")
+    """The local sendmail; ``-f FROM -- TO...`` is appended."""
+    webhook_url: str = ""
+    """POST one JSON document per alert; empty: no webhook."""
+    repeat_interval: float = 86400.0
+    """Seconds before the daemon repeats an alert for a problem that persists."""
+
+
+@dataclass(frozen=True)
 class Config:
     """The whole configuration; ``source`` is the file it came from (or None)."""
 
@@ -75,6 +91,7 @@ class Config:
     certbot: CertbotConfig = field(default_factory=CertbotConfig)
     deploy: DeployConfig = field(default_factory=DeployConfig)
     probe: ProbeConfig = field(default_factory=ProbeConfig)
+    alert: AlertConfig = field(default_factory=AlertConfig)
     source: Path | None = None
 
 

@@ -23,8 +23,8 @@ if [ ${#missing[@]} -gt 0 ]; then
   printf '%s\n' "postfix postfix/main_mailer_type select No configuration" \
                 "postfix postfix/mailname string mail.example.test" | debconf-set-selections
   export DEBIAN_FRONTEND=noninteractive
-  apt-get update -qq
-  apt-get install -y -qq --no-install-recommends \
+  apt-get -o DPkg::Lock::Timeout=600 update -qq
+  apt-get -o DPkg::Lock::Timeout=600 install -y -qq --no-install-recommends \
     -o Dpkg::Options::=--force-confdef -o Dpkg::Options::=--force-confold "${missing[@]}" >/dev/null
 fi
 
