@@ -249,6 +249,21 @@ class DaneResult:
         """Every RR line to publish before the new chain can be deployed."""
         return tuple(line for h in self.hosts for line in h.publish)
 
+    def as_record(self) -> dict[str, object]:
+        """Plain data for JSON (``renew-check --json``, the deploy record)."""
+        return {
+            "mode": self.mode.value, "status": self.status.value, "refused": self.refused,
+            "hosts": [{
+                "host": h.host, "owner": h.owner, "state": h.state.value,
+                "security": h.answer.security.value, "resolver": h.answer.resolver,
+                "records": [str(r) for r in h.records],
+                "match_new": [str(r) for r in h.match_new],
+                "match_old": [str(r) for r in h.match_old],
+                "publish": list(h.publish), "rollover": list(h.rollover)} for h in self.hosts],
+            "problems": [_problem_record(p) for p in self.problems],
+            "notes": list(self.notes),
+        }
+
     @property
     def summary(self) -> str:
         """One line for the deploy report: the worst finding, or what was checked."""
@@ -260,6 +275,10 @@ class DaneResult:
             return "DANE gate off"
         states = ", ".join(f"{h.host} {h.state.value}" for h in self.hosts) or "no host names"
         return f"DANE ok: {states}"
+
+
+def _problem_record(p: Problem) -> dict[str, str]:
+    return {"code": p.code.value, "status": p.status.value, "detail": p.detail, "fix": p.fix}
 
 
 def dane_gate(chain: Sequence[x509.Certificate], old_chain: Sequence[x509.Certificate] | None,

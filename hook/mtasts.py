@@ -87,6 +87,17 @@ class MtaStsResult:
     def status(self) -> Status:
         return worst(tuple(p.status for p in self.problems))
 
+    def as_record(self) -> dict[str, object]:
+        """Plain data for JSON (``renew-check --json``)."""
+        return {
+            "domain": self.domain, "status": self.status.value, "policy_id": self.policy_id,
+            "url": self.url, "mode": self.mode.value if self.mode else None,
+            "max_age": self.max_age, "mx": list(self.policy.mx) if self.policy else [],
+            "problems": [{"code": p.code.value, "status": p.status.value, "detail": p.detail,
+                          "fix": p.fix} for p in self.problems],
+            "notes": list(self.notes),
+        }
+
 
 # --------------------------------------------------------------------------- pure parts
 def mx_matches(pattern: str, host: str) -> bool:

@@ -92,6 +92,20 @@ class MxCoverage:
     def status(self) -> Status:
         return worst(tuple(p.status for p in self.problems))
 
+    def as_record(self) -> dict[str, object]:
+        """Plain data for JSON (``renew-check --json``)."""
+        return {
+            "status": self.status.value,
+            "domains": [{
+                "domain": d.domain, "sources": list(d.sources), "security": d.answer.security.value,
+                "mx": [{"preference": h.preference, "name": h.name, "addresses": list(h.addresses),
+                        "here": h.here, "covered": h.covered, "implicit": h.implicit} for h in d.hosts],
+                "uncovered": list(d.uncovered)} for d in self.domains],
+            "problems": [{"code": p.code.value, "status": p.status.value, "detail": p.detail,
+                          "fix": p.fix} for p in self.problems],
+            "notes": list(self.notes),
+        }
+
     @property
     def uncovered_domains(self) -> tuple[str, ...]:
         """The domains whose MX name (pointing here) the certificate does not cover."""

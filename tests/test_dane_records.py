@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import datetime as dt
 import hashlib
+import json
 import subprocess
 from pathlib import Path
 
@@ -106,7 +107,8 @@ def test_issuer_family(old: str, new: str, changed: bool) -> None:
 
 def test_gate_refuses_mismatch_and_prints_the_records_to_publish() -> None:
     """Validated 3 1 1 for the old key only, a new key: refused (refuse mode), the exact RR
-    lines for the new key (3 1 1) and its issuer (2 1 1) are given; warn mode only warns."""
+    lines for the new key (3 1 1) and its issuer (2 1 1) are given (also in the JSON record);
+    warn mode only warns."""
     old = chain_from("R10")
     new = (chain_from("R10")[0], old[1])
     answer = secure("_25._tcp.mail.example.test", str(dane.tlsa(old[0], 3, 1, 1)))
@@ -118,6 +120,8 @@ def test_gate_refuses_mismatch_and_prints_the_records_to_publish() -> None:
         f"_25._tcp.mail.example.test. IN TLSA 3 1 1 {dane.tlsa(new[0], 3, 1, 1).data.hex()}",
         f"_25._tcp.mail.example.test. IN TLSA 2 1 1 {dane.tlsa(new[1], 2, 1, 1).data.hex()}")
     assert {p.code for p in res.problems} == {Code.DANE_MISMATCH, Code.KEY_CHANGED}
+    record = json.loads(json.dumps(res.as_record()))
+    assert record["refused"] is True and record["hosts"][0]["publish"] == list(res.publish)
     warn = dane.dane_gate(new, old, [answer], DaneMode.WARN, reuse_key=False)
     assert not warn.refused and warn.status is Status.WARNING
 

@@ -5,6 +5,7 @@ the MX names and a real pebble certificate for mail.example.test."""
 from __future__ import annotations
 
 import dataclasses
+import json
 import ssl
 import threading
 from collections.abc import Iterator
@@ -113,6 +114,7 @@ def test_policy_mismatch_in_enforce_mode_is_critical(
     policy_server.serve("example.test", POLICY_OK.replace("mail.example.test", "mx.example.org"))
     res = mtasts.check(sts_config, "example.test", [DOMAIN], leaf)
     assert res.status is Status.CRITICAL
+    assert json.loads(json.dumps(res.as_record()))["mode"] == "enforce"
     assert {p.code for p in res.problems} == {Code.MTA_STS_MISMATCH}
     first = res.problems[0]
     assert first.detail == ("example.test: MX mail.example.test matches none of the MTA-STS policy's "

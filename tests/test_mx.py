@@ -12,6 +12,7 @@ The signed test zone (tests/harness/dns.py) has::
 from __future__ import annotations
 
 import dataclasses
+import json
 import subprocess
 from collections.abc import Iterator
 
@@ -69,6 +70,7 @@ def test_coverage_finds_the_domain_whose_mx_name_the_certificate_lacks(
     mail.example.test: one mx_not_covered problem naming both; the other domains are fine."""
     res = mx.coverage(dns_config, leaf, postfix_conf)
     assert res.uncovered_domains == ("lists.example.test",)
+    assert json.loads(json.dumps(res.as_record()))["status"] == "warning"
     (problem,) = res.problems
     assert problem.code is Code.MX_NOT_COVERED and problem.status is Status.WARNING
     assert "lists.example.test (virtual_mailbox_domains): MX 10 mx2.example.test points at this " \
