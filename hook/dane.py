@@ -389,8 +389,9 @@ def _judge_host(answer: Answer, chain: Sequence[x509.Certificate],
         f"matches the new certificate (leaf key {tlsa(chain[0], 3, 1, 1).data.hex()[:16]}..., "
         f"issuer {issuer_cn(chain[0])}): DANE senders would defer all mail to {host}",
         "publish these records next to the current ones: " + " | ".join(publish) +
-        f"; wait at least twice the TLSA TTL{ttl} for caches, then deploy again; remove the "
-        "records of the old key only after that")], notes
+        f"; wait at least twice the TLSA TTL{ttl} for caches, then run the deploy again "
+        "(postfix-deploy-hook --lineage /etc/letsencrypt/live/NAME); remove the old key's "
+        "records only after that")], notes
 
 
 def _with(host: HostDane, state: HostState, publish: tuple[str, ...] = ()) -> HostDane:
@@ -416,9 +417,10 @@ def _change_warnings(chain: Sequence[x509.Certificate], old_chain: Sequence[x509
             f"{'off' if reuse_key is False else 'not known to be on'}: every renewal changes the "
             f"key, and each time the 3 x x TLSA records of {', '.join(h.owner for h in ee_hosts)} "
             "must be updated before the deploy",
-            "keep the key across renewals (certbot reconfigure --cert-name NAME --reuse-key; roll "
-            "it on purpose with --new-key after publishing the next key's 3 1 1), or publish "
-            "2 1 1 records for the issuers"))
+            "keep the key across renewals (certbot reconfigure --cert-name NAME --reuse-key) and "
+            "roll it on purpose (certbot renew --cert-name NAME --new-key --force-renewal: this "
+            "gate then prints the new 3 1 1 to publish first), or add 2 1 1 records for the "
+            "issuers (Let's Encrypt picks one of several intermediates per issuance: cover them all)"))
     old_family, new_family = issuer_family(old_chain[0]), issuer_family(chain[0])
     old_cn, new_cn = issuer_cn(old_chain[0]), issuer_cn(chain[0])
     if old_family != new_family:
