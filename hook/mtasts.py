@@ -31,6 +31,7 @@ from cryptography import x509
 from hook.config import Config
 from hook.dns import Answer, Resolver
 from hook.errors import Error
+from hook.mx import MxCoverage
 from hook.validate import Trust, check_names, names_of
 from hook.verdict import Code, Problem, Status, worst
 
@@ -275,6 +276,18 @@ def check(config: Config, domain: str, mx_names: Sequence[str], leaf: x509.Certi
         return MtaStsResult(domain, txt, policy_id, url, None, tuple(problems))
     found, notes = _judge(domain, policy, mx_names, leaf, here)
     return MtaStsResult(domain, txt, policy_id, url, policy, tuple(problems + found), tuple(notes))
+
+
+def check_all(config: Config, coverage: MxCoverage, leaf: x509.Certificate, *,
+              resolver: Resolver | None = None) -> tuple[MtaStsResult, ...]:
+    """:func:`check` for every accepted domain with an MX pointing at this host (the others
+    are not this server's business); nothing when ``dns.mta_sts`` is off."""
+    if not config.dns.mta_sts:
+        return ()
+    resolver = resolver or Resolver.from_config(config.dns)
+    return tuple(check(config, d.domain, [h.name for h in d.hosts], leaf,
+                       here=[h.name for h in d.here], resolver=resolver)
+                 for d in coverage.domains if d.here)
 
 
 def _judge(domain: str, policy: Policy, mx_names: Sequence[str], leaf: x509.Certificate,

@@ -17,9 +17,10 @@ import pytest
 import trustme
 from cryptography import x509
 
-from hook import mtasts
+from hook import mtasts, mx
 from hook.bundle import parse_chain
 from hook.config import Config
+from hook.dns import Resolver
 from hook.mtasts import MtaStsError, StsMode
 from hook.verdict import Code, Status
 from tests.harness.dns import DnsStack
@@ -205,3 +206,21 @@ def test_mx_pattern_matching() -> None:
     assert not mtasts.mx_matches("*.example.net", "a.b.example.net")
     assert mtasts.mx_matches("Mail.Example.Test.", "mail.example.test")
     assert mtasts.parse_txt('"v=STSv1; " "id=abc123;"') == {"v": "STSv1", "id": "abc123"}
+
+
+def test_check_all_follows_mx_coverage(
+        sts_config: Config, policy_server: PolicyServer, dns_stack: DnsStack,
+        leaf: x509.Certificate) -> None:
+    """From an MX coverage result: only domains with an MX pointing here are checked, each
+    against all its MX names; dns.mta_sts = false checks nothing."""
+    policy_server.serve("example.test", POLICY_OK)
+    resolver = Resolver((LO,), dns_stack.resolver_port, 2.0)
+    cov = mx.domain_coverage(leaf, {"example.test": ("mydestination",),
+                                    "insecure.test": ("relay_domains",)},
+                             resolver, mx.here_predicate("", ()))
+    assert [d.domain for d in cov.domains if d.here] == ["example.test", "insecure.test"]
+    results = mtasts.check_all(sts_config, cov, leaf)
+    assert [(r.domain, r.mode, r.status) for r in results] == [
+        ("example.test", StsMode.ENFORCE, Status.OK), ("insecure.test", None, Status.OK)]
+    off = dataclasses.replace(sts_config, dns=dataclasses.replace(sts_config.dns, mta_sts=False))
+    assert mtasts.check_all(off, cov, leaf) == ()
