@@ -140,6 +140,15 @@ def test_bogus_tlsa_answer_is_refused_with_a_clear_message(
     assert "trust anchor" in problem.fix
 
 
+def test_tampered_tlsa_record_is_refused(module_certbot: Certbot, dns_config: Config) -> None:
+    """A TLSA record altered behind its signature: bogus, refused, the reason is the
+    resolver's 'DNSSEC Bogus' for exactly that record."""
+    chain = chain_at(module_certbot.lineage())
+    res = dane.check_before_deploy(dns_config, chain, chain, ["mail.tampered.test"])
+    assert res.refused and res.hosts[0].state is HostState.BOGUS
+    assert "EDE 6 (DNSSEC Bogus)" in res.problems[0].detail
+
+
 def test_no_tlsa_records_passes(module_certbot: Certbot, dns_stack: DnsStack, dns_config: Config) -> None:
     """A validated 'no such record': DANE is not in use for the host, the deploy proceeds."""
     chain = chain_at(module_certbot.lineage())

@@ -54,6 +54,16 @@ def test_wrong_trust_anchor_is_bogus_with_the_resolvers_reason(dns_stack: DnsSta
     assert ans.describe().startswith("TLSA _25._tcp.mail.bogus.test: DNSSEC validation failed")
 
 
+def test_tampered_record_is_bogus_while_the_rest_of_the_zone_validates(dns_stack: DnsStack) -> None:
+    """A TLSA record changed after signing: its signature fails (EDE 6, DNSSEC Bogus); the
+    zone's other records, signed by the same key, still validate."""
+    res = resolver(dns_stack.resolver_port)
+    ans = res.lookup("_25._tcp.mail.tampered.test", "TLSA")
+    assert (ans.security, ans.rcode) == (Security.BOGUS, "SERVFAIL")
+    assert ans.detail.startswith("EDE 6 (DNSSEC Bogus)"), ans.detail
+    assert res.lookup("tampered.test", "MX").security is Security.SECURE
+
+
 def test_signed_answer_from_a_non_validating_server_is_unvalidated(dns_stack: DnsStack) -> None:
     """Knot itself (authoritative, no validation) returns signatures but no AD bit: the
     answer is 'unvalidated', so a non-validating resolver is told apart from an unsigned zone."""

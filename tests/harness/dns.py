@@ -10,6 +10,8 @@ processes this module starts are ever stopped (by PID). Zones (all under ``test.
 * ``insecure.test.`` not signed; Unbound has it as ``domain-insecure`` (answers without AD).
 * ``bogus.test.``    signed by knotd, but Unbound's trust anchor for it is deliberately wrong
   (one digest nibble flipped), so every answer under it fails validation: SERVFAIL.
+* ``tampered.test.`` signed offline (``kzonesign``), then its ``_25._tcp.mail`` TLSA data
+  changed behind the signature; served as-is. That RRset is bogus, the rest validates.
 
 Every zone has ``@ MX 10 mail`` and ``mail A 127.0.0.1``, plus the zone's entry in
 :data:`ZONE_EXTRA`. A stub zone for ``.`` points at Knot too, so no query ever leaves
@@ -54,7 +56,10 @@ from tests.harness.stack import LO, make_dir, new_base, wait_until
 SIGNED = "example.test"
 UNSIGNED = "insecure.test"
 BOGUS = "bogus.test"
-ZONES = (SIGNED, UNSIGNED, BOGUS)
+TAMPERED = "tampered.test"
+ZONES = (SIGNED, UNSIGNED, BOGUS, TAMPERED)
+TAMPERED_TLSA = "3 1 1 " + "5a" * 32
+"""What tampered.test's ``_25._tcp.mail`` TLSA was signed with; it serves another value."""
 TTL = 60
 
 ZONE_EXTRA: dict[str, str] = {
@@ -73,6 +78,7 @@ mta-sts      A     127.0.0.1
 mx           A     192.0.2.25
 """,
     BOGUS: "",
+    TAMPERED: f"_25._tcp.mail TLSA  {TAMPERED_TLSA}\n",
 }
 
 
@@ -145,6 +151,41 @@ class DnsStack:
     def unbound_conf(self) -> Path:
         return self.base / "unbound.conf"
 
+    @property
+    def signer_conf(self) -> Path:
+        return self.base / "signer" / "signer.conf"
+
+    def _sign_and_tamper(self) -> None:
+        """Sign tampered.test offline (own KASP db), then change its TLSA data."""
+        signer = make_dir(self.base / "signer")
+        make_dir(signer / "db")
+        make_dir(signer / "out")
+        self.signer_conf.write_text(f"""\
+database:
+    storage: "{signer}/db"
+policy:
+  - id: test
+    algorithm: ecdsap256sha256
+    single-type-signing: on
+    ksk-lifetime: 0
+    zsk-lifetime: 0
+    cds-cdnskey-publish: none
+zone:
+  - domain: {TAMPERED}.
+    storage: "{self.base}/zones"
+    file: "%s.zone"
+    dnssec-signing: on
+    dnssec-policy: test
+""")
+        _run(["kzonesign", "-c", str(self.signer_conf), "-o", str(signer / "out"), f"{TAMPERED}."])
+        signed = signer / "out" / f"{TAMPERED}.zone"
+        good = TAMPERED_TLSA.rsplit(maxsplit=1)[-1]
+        text = signed.read_text()
+        if text.lower().count(good) != 1:
+            raise RuntimeError(f"kzonesign output has no single TLSA {good}: {signed}")
+        start = text.lower().index(good)
+        signed.write_text(text[:start] + "a5" * 32 + text[start + len(good):])
+
     # -- start -----------------------------------------------------------------------
     def start(self) -> None:
         t0 = time.monotonic()
@@ -153,12 +194,13 @@ class DnsStack:
         for zone in ZONES:
             (self.base / "zones" / f"{zone}.zone").write_text(zone_text(zone))
         self.knot_conf.write_text(self._knot_conf())
+        self._sign_and_tamper()
         _run(["knotc", "-c", str(self.knot_conf), "conf-check"])
         self.knotd = self._spawn("knotd", ["knotd", "-c", str(self.knot_conf)])
         wait_until("knotd control socket", self._knot_status_ok, 15)
         wait_until("knotd serving the signed zones", self._auth_ready, 15)
 
-        anchors = []
+        anchors = [self._ds(TAMPERED, self.signer_conf)]
         for zone in (SIGNED, BOGUS):
             ds = self._ds(zone)
             if zone == BOGUS:  # a wrong anchor: flip the last digest nibble
@@ -192,7 +234,8 @@ class DnsStack:
             for zone in ZONES:
                 if query(self.auth_port, zone, "SOA").rcode() != dns.rcode.NOERROR:
                     return False
-            return all(_signed(query(self.auth_port, z, "DNSKEY"), "DNSKEY") for z in (SIGNED, BOGUS))
+            return all(_signed(query(self.auth_port, z, "DNSKEY"), "DNSKEY")
+                       for z in (SIGNED, BOGUS, TAMPERED))
         except (OSError, dns.exception.DNSException):
             return False
 
@@ -207,8 +250,8 @@ class DnsStack:
             return False
         return msg.rcode() == dns.rcode.NOERROR and bool(msg.flags & dns.flags.AD)
 
-    def _ds(self, zone: str) -> str:
-        out = _run(["keymgr", "-c", str(self.knot_conf), f"{zone}.", "ds"])
+    def _ds(self, zone: str, conf: Path | None = None) -> str:
+        out = _run(["keymgr", "-c", str(conf or self.knot_conf), f"{zone}.", "ds"])
         for line in out.splitlines():
             fields = line.split()
             # "example.test. DS 12345 13 2 HEX": algorithm 13 (P-256), digest type 2 (SHA-256)
@@ -240,6 +283,8 @@ class DnsStack:
         zone = next((z for z in ZONES if name == z or name.endswith("." + z)), None)
         if zone is None:
             raise ValueError(f"{name} is in none of {', '.join(ZONES)}")
+        if zone == TAMPERED:
+            raise ValueError(f"{zone} is signed offline: its records cannot be changed at runtime")
         if self.knotc("zone-begin", zone, check=False) is None:  # a stale transaction
             self.knotc("zone-abort", zone, check=False)
             self.knotc("zone-begin", zone)
@@ -295,8 +340,9 @@ class DnsStack:
     def _knot_conf(self) -> str:
         zones = "".join(
             f"  - domain: {z}.\n" + (
-                "    dnssec-signing: on\n    dnssec-policy: test\n" if z != UNSIGNED else "")
+                "    dnssec-signing: on\n    dnssec-policy: test\n" if z in (SIGNED, BOGUS) else "")
             for z in ZONES)
+        zones += f'    file: "{self.base}/signer/out/{TAMPERED}.zone"\n'  # last zone: tampered
         return f"""\
 # knot 3.2: authoritative test server, loopback only (tests/harness/dns.py)
 server:
