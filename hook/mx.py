@@ -161,6 +161,8 @@ def _expand(entry: str, postfix: Postfix, notes: list[str], param: str) -> list[
     kind, sep, table = entry.partition(":")
     if not sep:
         return [entry]
+    if kind == "proxy":  # proxy:hash:/etc/postfix/domains -> the table behind the proxy
+        return _expand(table, postfix, notes, param)
     if kind == "inline":
         body = table.strip().removeprefix("{").removesuffix("}")
         return [item.split("=", 1)[0].strip("{} ") for item in _entries(body) if item.strip("{} ")]

@@ -32,13 +32,14 @@ from tests.harness.stack import DOMAIN, LO, Certbot, PostfixInstance, new_base
 @pytest.fixture(scope="module")
 def postfix_conf() -> Iterator[Postfix]:
     """A private Postfix configuration (not started: only postconf/postmap read it) that
-    accepts mail for domains listed in three ways: literally, via $myhostname, in a hash table."""
+    accepts mail for domains listed in three ways: literally, via $myhostname, in a hash table
+    (behind proxy:)."""
     base = new_base("certwatch-mx-")
     table = base / "vdomains"
     table.write_text("lists.example.test  OK\n")
     instance = PostfixInstance(base, extra_main={
         "mydestination": "$myhostname, localhost, example.test",
-        "virtual_mailbox_domains": f"hash:{table}",
+        "virtual_mailbox_domains": f"proxy:hash:{table}",
         "relay_domains": "backup.example.test, gone.example.test, .sub.example.test",
     })
     instance.write_config()
