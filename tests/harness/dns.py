@@ -15,7 +15,7 @@ processes this module starts are ever stopped (by PID). Zones (all under ``test.
 
 Every zone has ``@ MX 10 mail`` and ``mail A 127.0.0.1``, plus the zone's entry in
 :data:`ZONE_EXTRA`. A stub zone for ``.`` points at Knot too, so no query ever leaves
-loopback (names outside the three zones get REFUSED from Knot, SERVFAIL from Unbound).
+loopback (names outside the four zones get REFUSED from Knot, SERVFAIL from Unbound).
 
 Facts this harness works around (measured on Debian 12, knot 3.2.6, unbound 1.17.1):
 
@@ -28,6 +28,9 @@ Facts this harness works around (measured on Debian 12, knot 3.2.6, unbound 1.17
   "DNSSEC Bogus" with the validator's reason as extra text.
 * Installing the Debian packages would start the system services: ``scripts/setup.sh``
   installs them behind a ``policy-rc.d`` that says no.
+
+To poke at it by hand: ``python -m tests.harness.dns`` (prints the ports and the
+``kdig``/``dig`` line to use, stops on Ctrl-C).
 """
 
 from __future__ import annotations
@@ -436,3 +439,20 @@ def running_dns(base: Path | None = None) -> Iterator[DnsStack]:
         stack.stop()
         if base is None and not os.environ.get("CERTWATCH_KEEP_STACK"):
             shutil.rmtree(root, ignore_errors=True)
+
+
+def main() -> None:
+    with running_dns() as d:
+        print(f"knotd   {LO}:{d.auth_port} (pid {d.knotd.pid if d.knotd else '?'})\n"
+              f"unbound {LO}:{d.resolver_port} (pid {d.unbound.pid if d.unbound else '?'}), "
+              f"up in {d.startup_seconds} s; state in {d.base}\n"
+              f"try: dig @{LO} -p {d.resolver_port} +dnssec _25._tcp.mail.{SIGNED} TLSA "
+              "(bind9-dnsutils; or kdig from knot-dnsutils)\n"
+              "Ctrl-C stops both.", flush=True)
+        with contextlib.suppress(KeyboardInterrupt):
+            while True:
+                time.sleep(3600)
+
+
+if __name__ == "__main__":
+    main()
