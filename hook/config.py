@@ -15,6 +15,7 @@ import os
 import tomllib
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from enum import StrEnum
 from pathlib import Path
 from typing import Any, get_type_hints
 
@@ -83,6 +84,41 @@ class AlertConfig:
     """Seconds before the daemon repeats an alert for a problem that persists."""
 
 
+class DaneMode(StrEnum):
+    """What the deploy hook does when no DNSSEC-validated TLSA record matches a new chain."""
+
+    REFUSE = "refuse"
+    """Keep the current certificate, exit "refused", print the TLSA records to publish."""
+    WARN = "warn"
+    """Deploy anyway; the problems are warnings."""
+    OFF = "off"
+    """No TLSA lookups at all."""
+
+
+@dataclass(frozen=True)
+class DnsConfig:
+    """The DNS-aware checks: DANE gate (hook), MX coverage and MTA-STS (renew-check, daemon)."""
+
+    resolver: str = ""
+    """IP address of a DNSSEC-validating resolver; empty: the nameservers of /etc/resolv.conf.
+    Only its AD bit makes records trusted, so it should be local (127.0.0.1, ::1)."""
+    resolver_port: int = 53
+    timeout: float = 5.0
+    """Seconds per DNS query and per MTA-STS policy fetch."""
+    dane: DaneMode = DaneMode.REFUSE
+    """refuse | warn | off: see :class:`DaneMode`."""
+    host_addresses: tuple[str, ...] = ()
+    """Addresses that reach this host but are not on its interfaces (NAT, a load balancer):
+    an MX whose address is one of these, or local, points at this host."""
+    mta_sts: bool = True
+    """Check MTA-STS policies (renew-check and the daemon only; never the deploy hook)."""
+    mta_sts_cafile: Path | None = None
+    """Extra trust anchors for the policy's HTTPS certificate; the system store is used too."""
+    mta_sts_connect: str = ""
+    """``HOST:PORT`` to connect to instead of ``mta-sts.DOMAIN:443`` (the name is still
+    sent as SNI and verified); for tests and for fetching your own policy locally."""
+
+
 @dataclass(frozen=True)
 class Config:
     """The whole configuration; ``source`` is the file it came from (or None)."""
@@ -92,6 +128,7 @@ class Config:
     deploy: DeployConfig = field(default_factory=DeployConfig)
     probe: ProbeConfig = field(default_factory=ProbeConfig)
     alert: AlertConfig = field(default_factory=AlertConfig)
+    dns: DnsConfig = field(default_factory=DnsConfig)
     source: Path | None = None
 
 
@@ -182,4 +219,9 @@ def _coerce(hint: Any, value: Any, where: str) -> Any:
         if not isinstance(value, list) or not all(isinstance(v, str) and v for v in value):
             raise ConfigError(f"{where}: expected a list of non-empty strings, got {value!r}")
         return tuple(value)
+    if isinstance(hint, type) and issubclass(hint, StrEnum):
+        allowed = [m.value for m in hint]
+        if value not in allowed:
+            raise ConfigError(f"{where}: expected one of {', '.join(allowed)}, got {value!r}")
+        return hint(value)
     raise ConfigError(f"{where}: unsupported setting type {hint!r}")  # pragma: no cover

@@ -58,6 +58,15 @@ class Code(StrEnum):
     KEY_MISMATCH = "key_mismatch"
     ENCRYPTED_KEY = "encrypted_key"
     KEY_CHANGED = "key_changed"
+    # -- what the DNS-aware checks can show (hook.dane, hook.mx, hook.mtasts) --------------
+    DANE_MISMATCH = "dane_mismatch"
+    DANE_BOGUS = "dane_bogus"
+    DANE_UNVERIFIED = "dane_unverified"
+    ISSUER_CHANGED = "issuer_changed"
+    DNS_LOOKUP_FAILED = "dns_lookup_failed"
+    MX_NOT_COVERED = "mx_not_covered"
+    MTA_STS_MISMATCH = "mta_sts_mismatch"
+    MTA_STS_POLICY = "mta_sts_policy"
 
 
 @dataclass(frozen=True)

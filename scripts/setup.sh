@@ -8,7 +8,8 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 VENV=${VENV:-$PWD/.venv}
 APT_PKGS=(postfix pebble swaks libnet-ssleay-perl openssl ca-certificates
-          python3 python3-venv p11-kit p11-kit-modules bsdutils)
+          python3 python3-venv p11-kit p11-kit-modules bsdutils
+          knot knot-dnssecutils unbound)
 
 [ "$(id -u)" = 0 ] || { echo "setup.sh: run as root (apt, and Postfix's master need it)" >&2; exit 1; }
 
@@ -23,6 +24,14 @@ if [ ${#missing[@]} -gt 0 ]; then
   printf '%s\n' "postfix postfix/main_mailer_type select No configuration" \
                 "postfix postfix/mailname string mail.example.test" | debconf-set-selections
   export DEBIAN_FRONTEND=noninteractive
+  # knot and unbound are only run privately by the tests (tests/harness/dns.py): a
+  # policy-rc.d that answers 101 keeps their packages from starting the system
+  # services (port 53). Only one we created ourselves is removed again.
+  if [ ! -e /usr/sbin/policy-rc.d ]; then
+    printf '#!/bin/sh\nexit 101\n' > /usr/sbin/policy-rc.d
+    chmod 755 /usr/sbin/policy-rc.d
+    trap 'rm -f /usr/sbin/policy-rc.d' EXIT
+  fi
   apt-get -o DPkg::Lock::Timeout=600 update -qq
   apt-get -o DPkg::Lock::Timeout=600 install -y -qq --no-install-recommends \
     -o Dpkg::Options::=--force-confdef -o Dpkg::Options::=--force-confold "${missing[@]}" >/dev/null
