@@ -39,7 +39,7 @@ def atomic_write(target: Path, data: bytes, *, mode: int = 0o600, gid: int | Non
     try:
         with os.fdopen(fd, "wb") as fh:
             if gid is not None:
-                os.fchown(fh.fileno(), 0, gid)
+                os.fchown(fh.fileno(), -1, gid)
             os.fchmod(fh.fileno(), mode)
             fh.write(data)
             fh.flush()
@@ -61,6 +61,19 @@ def link_over(src: Path, dst: Path) -> None:
         os.unlink(tmp)
     os.link(src, tmp)
     os.replace(tmp, dst)
+
+
+def cleanup_temps(target: Path) -> tuple[Path, ...]:
+    """Remove temp files a killed earlier run left next to ``target`` (never the target)."""
+    removed = []
+    patterns = (f".{target.name}.*.tmp", f".{target.name}{PREV_SUFFIX}.*.lnk")
+    if target.parent.is_dir():
+        for pattern in patterns:
+            for leftover in target.parent.glob(pattern):
+                with contextlib.suppress(FileNotFoundError):
+                    leftover.unlink()
+                    removed.append(leftover)
+    return tuple(removed)
 
 
 def restore_previous(target: Path) -> bool:
