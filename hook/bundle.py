@@ -103,7 +103,13 @@ def pair(key_pem: bytes, key_path: str, chain_pem: bytes, chain_path: str) -> Bu
     """Parse both files and check that the private key belongs to the leaf."""
     chain = parse_chain(chain_pem, chain_path)
     key = parse_key(key_pem, key_path)
-    if spki(key.public_key()) != spki(chain[0].public_key()):
+    mine = spki(key.public_key())
+    if mine != spki(chain[0].public_key()):
+        for i, cert in enumerate(chain[1:], start=2):
+            if spki(cert.public_key()) == mine:
+                raise BundleError(chain_path, f"chain out of order: the certificate for the key in "
+                                  f"{key_path} is number {i} ({cert.subject.rfc4514_string()}); "
+                                  "the leaf must come first, then its issuers")
         raise BundleError(key_path, f"private key does not match the leaf certificate in "
                           f"{chain_path} ({chain[0].subject.rfc4514_string()})")
     return Bundle(key_pem=key_pem, chain_pem=chain_pem, chain=chain, key=key)

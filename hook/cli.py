@@ -118,7 +118,8 @@ def _main(args: argparse.Namespace, env: Mapping[str, str], log: object) -> int:
     }
     getattr(log, "error" if bad else "warning" if report.warnings else "info")("deploy", **event)
     if bad:
-        print(f"postfix-deploy-hook: {report.outcome.value}: {report.message}", file=sys.stderr)
+        prefix = "" if report.message.startswith(report.outcome.value) else f"{report.outcome.value}: "
+        print(f"postfix-deploy-hook: {prefix}{report.message}", file=sys.stderr)
     # Warnings go only into the canonical line (stdout): certbot reports any stderr output
     # as "ran with error output", and a key change is certbot's default behaviour.
     if args.dry_run:

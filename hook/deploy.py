@@ -226,8 +226,8 @@ def run(config: Config, lineage: Lineage, *, dry_run: bool = False,
 
     # Preflight: Postfix must be running and its configuration sound before we change anything.
     try:
-        _require_running(config)
         postfix.check()
+        _require_running(config)
     except PostfixError as exc:
         return replace(base, timings=clock.total(),
                        message=f"refused before any change: {exc}{_unchanged(use, config)}")
