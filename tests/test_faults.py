@@ -11,104 +11,34 @@ byte-identical.
 from __future__ import annotations
 
 import os
-import re
 import shutil
-import subprocess
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
-from cryptography.hazmat.primitives.asymmetric.types import PrivateKeyTypes
 
-from daemon import check
-from hook.bundle import fingerprint, parse_chain
-from hook.probe import Target, probe
+from hook.bundle import parse_chain
 from tests.harness import badcerts as bc
+from tests.harness.hookbed import KEY_PEM, Bed, key_body, run_hook, served_all, staged_bed
 from tests.harness.stack import (
-    LO,
-    VENV_BIN,
     Pebble,
-    Stack,
     port_open,
-    running_stack,
     wait_until,
     write_backdated,
 )
 
-HOOK = str(VENV_BIN / "postfix-deploy-hook")
-KEY_PEM = re.compile(r"-----BEGIN [A-Z ]*PRIVATE KEY-----")
-
-
-def key_body(pem: bytes) -> str:
-    """A line of the key's base64: it must never appear in any output."""
-    return pem.decode().splitlines()[1]
-
-
-@dataclass
-class Faults:
-    stack: Stack
-    ca: bc.TestCA
-    key: bytes
-    """The current (served) private key."""
-    fullchain: bytes
-    served: str
-    bundle: Path
-    mailbox: Path
-    lineage_override: Path | None = None
-    """A case may run the hook on another path (e.g. a lineage outside live/)."""
-
-    def files(self) -> dict[str, bytes]:
-        return {p.name: p.read_bytes() for p in sorted(self.bundle.parent.glob(f"{self.bundle.name}*"))}
-
-    def good_leaf(self, key: PrivateKeyTypes | None = None) -> tuple[bytes, bytes]:
-        """A correct renewal from the test CA: (fullchain, privkey)."""
-        k = key or bc.ec_key()
-        return self.ca.fullchain(self.ca.leaf(k)), bc.key_pem(k)
-
-
-def run_hook(stack: Stack, lineage: Path | str | None = None) -> subprocess.CompletedProcess[str]:
-    env = {**os.environ, **stack.env(), "RENEWED_LINEAGE": str(lineage or stack.lineage),
-           "RENEWED_DOMAINS": "mail.example.test"}
-    return subprocess.run([HOOK], env=env, capture_output=True, text=True, timeout=120, check=False)
-
-
-def served_all(stack: Stack) -> list[str]:
-    pf = stack.postfix
-    out = []
-    for port, implicit in ((pf.smtp_port, False), (pf.submission_port, False), (pf.smtps_port, True)):
-        res = probe(Target(LO, port, implicit_tls=implicit), timeout=5)
-        assert res.handshake is not None, res.detail
-        out.append(fingerprint(res.handshake.leaf))
-    return out
-
 
 @pytest.fixture(scope="module")
-def faults(pebble: Pebble) -> Iterator[Faults]:
-    """A staged stack whose CA file trusts pebble and a test CA; alerts go to a file."""
-    with running_stack(pebble) as stack:
-        ca = bc.TestCA()
-        cafile = stack.base / "cafile.pem"
-        cafile.write_bytes(stack.pebble.root.read_bytes() + bc.cert_pem(ca.root))
-        mailbox = stack.base / "alerts.mbox"
-        recorder = stack.base / "sendmail"
-        recorder.write_text(f"#!/bin/sh\necho \"ARGS: $*\" >> {mailbox}\ncat >> {mailbox}\n")
-        recorder.chmod(0o755)
-        stack.write_config(probe={"cafile": str(cafile)},
-                           deploy={"proof_timeout": 8},
-                           alert={"mail_to": ["postmaster@example.test"],
-                                  "sendmail_command": [str(recorder)]})
-        assert check.main(["--config", str(stack.config_file), "adopt", str(stack.lineage)]) == 0
-        bundle = stack.bundle_dir / "mail.example.test.pem"
-        served = served_all(stack)[0]
-        yield Faults(stack, ca, (stack.lineage / "privkey.pem").read_bytes(),
-                     (stack.lineage / "fullchain.pem").read_bytes(), served, bundle, mailbox)
+def faults(pebble: Pebble) -> Iterator[Bed]:
+    """The staged bed shared by every fault case."""
+    with staged_bed(pebble) as bed:
+        yield bed
 
 
 @pytest.fixture
-def fault(faults: Faults) -> Iterator[Faults]:
+def fault(faults: Bed) -> Iterator[Bed]:
     """Put the lineage, main.cf and Postfix back as they were after each case."""
     snap = bc.snapshot(faults.stack.lineage)
     main_cf = faults.stack.postfix.config_dir / "main.cf"
@@ -126,88 +56,88 @@ def fault(faults: Faults) -> Iterator[Faults]:
 
 
 # ----------------------------------------------------------------------------- cases
-Case = Callable[[Faults], tuple[int, str, str]]
+Case = Callable[[Bed], tuple[int, str, str]]
 """Make the fault; return (exit code, file the message must name, problem text)."""
 FC, PK = "fullchain.pem", "privkey.pem"
 
 
-def _renew(f: Faults, fullchain: bytes, privkey: bytes, key_mode: int = 0o600) -> None:
+def _renew(f: Bed, fullchain: bytes, privkey: bytes, key_mode: int = 0o600) -> None:
     bc.renew_with(f.stack.lineage, fullchain=fullchain, privkey=privkey, key_mode=key_mode)
 
 
-def empty_fullchain(f: Faults) -> tuple[int, str, str]:
+def empty_fullchain(f: Bed) -> tuple[int, str, str]:
     _renew(f, b"", f.key)
     return 3, FC, "file is empty"
 
 
-def der_fullchain(f: Faults) -> tuple[int, str, str]:
+def der_fullchain(f: Bed) -> tuple[int, str, str]:
     der = parse_chain(f.fullchain, "x")[0].public_bytes(serialization.Encoding.DER)
     _renew(f, der, f.key)
     return 3, FC, "looks like DER"
 
 
-def garbage_fullchain(f: Faults) -> tuple[int, str, str]:
+def garbage_fullchain(f: Bed) -> tuple[int, str, str]:
     _renew(f, b"<html>502 Bad Gateway</html>\n", f.key)
     return 3, FC, "not PEM"
 
 
-def truncated_fullchain(f: Faults) -> tuple[int, str, str]:
+def truncated_fullchain(f: Bed) -> tuple[int, str, str]:
     _renew(f, f.fullchain[: len(f.fullchain) // 2 + 40], f.key)
     return 3, FC, "truncated PEM"
 
 
-def empty_key(f: Faults) -> tuple[int, str, str]:
+def empty_key(f: Bed) -> tuple[int, str, str]:
     _renew(f, f.fullchain, b"\n")
     return 3, PK, "file is empty"
 
 
-def garbage_key(f: Faults) -> tuple[int, str, str]:
+def garbage_key(f: Bed) -> tuple[int, str, str]:
     _renew(f, f.fullchain, os.urandom(200))
     return 3, PK, "not PEM"
 
 
-def truncated_key(f: Faults) -> tuple[int, str, str]:
+def truncated_key(f: Bed) -> tuple[int, str, str]:
     _renew(f, f.fullchain, f.key[: len(f.key) // 2])
     return 3, PK, "truncated PEM"
 
 
-def encrypted_key(f: Faults) -> tuple[int, str, str]:
+def encrypted_key(f: Bed) -> tuple[int, str, str]:
     key = serialization.load_pem_private_key(f.key, None)
     _renew(f, f.fullchain, bc.key_pem(key, password=b"secret"))
     return 3, PK, "encrypted"
 
 
-def mismatch_p256(f: Faults) -> tuple[int, str, str]:
+def mismatch_p256(f: Bed) -> tuple[int, str, str]:
     _renew(f, f.fullchain, bc.key_pem(bc.ec_key()))
     return 3, PK, "does not match the leaf"
 
 
-def mismatch_p384(f: Faults) -> tuple[int, str, str]:
+def mismatch_p384(f: Bed) -> tuple[int, str, str]:
     k = bc.ec_key(ec.SECP384R1())
     chain, _ = f.good_leaf(k)
     _renew(f, chain, bc.key_pem(bc.ec_key(ec.SECP384R1())))
     return 3, PK, "does not match the leaf"
 
 
-def mismatch_rsa(f: Faults) -> tuple[int, str, str]:
+def mismatch_rsa(f: Bed) -> tuple[int, str, str]:
     chain, _ = f.good_leaf(bc.rsa_key())
     _renew(f, chain, bc.key_pem(bc.rsa_key()))
     return 3, PK, "does not match the leaf"
 
 
-def mismatch_ed25519(f: Faults) -> tuple[int, str, str]:
+def mismatch_ed25519(f: Bed) -> tuple[int, str, str]:
     chain, _ = f.good_leaf(bc.ed_key())
     _renew(f, chain, bc.key_pem(bc.ed_key()))
     return 3, PK, "does not match the leaf"
 
 
-def chain_out_of_order(f: Faults) -> tuple[int, str, str]:
+def chain_out_of_order(f: Bed) -> tuple[int, str, str]:
     certs = parse_chain(f.fullchain, "x")
     _renew(f, bc.cert_pem(*reversed(certs)), f.key)
     return 3, FC, "chain out of order"
 
 
-def bad_signature(f: Faults) -> tuple[int, str, str]:
+def bad_signature(f: Bed) -> tuple[int, str, str]:
     k = bc.ec_key()
     leaf = f.ca.leaf(k)
     impostor = bc.make_ca_cert(f"{f.ca.name} intermediate", bc.ec_key(), (f.ca.root, f.ca.root_key))
@@ -215,59 +145,59 @@ def bad_signature(f: Faults) -> tuple[int, str, str]:
     return 3, FC, "does not verify"
 
 
-def untrusted_root(f: Faults) -> tuple[int, str, str]:
+def untrusted_root(f: Bed) -> tuple[int, str, str]:
     other = bc.TestCA("certwatch unknown")
     k = bc.ec_key()
     _renew(f, other.fullchain(other.leaf(k)), bc.key_pem(k))
     return 3, FC, "does not build to a trusted root"
 
 
-def missing_intermediate(f: Faults) -> tuple[int, str, str]:
+def missing_intermediate(f: Bed) -> tuple[int, str, str]:
     k = bc.ec_key()
     _renew(f, bc.cert_pem(f.ca.leaf(k)), bc.key_pem(k))
     return 3, FC, "is not in the chain"
 
 
-def self_signed(f: Faults) -> tuple[int, str, str]:
+def self_signed(f: Bed) -> tuple[int, str, str]:
     k = bc.ec_key()
     _renew(f, bc.cert_pem(f.ca.leaf(k, self_signed=True)), bc.key_pem(k))
     return 3, FC, "self-signed"
 
 
-def expired(f: Faults) -> tuple[int, str, str]:
+def expired(f: Bed) -> tuple[int, str, str]:
     k = bc.ec_key()
     leaf = f.ca.leaf(k, not_before=bc.NOW - 100 * bc.DAY, not_after=bc.NOW - 10 * bc.DAY)
     _renew(f, f.ca.fullchain(leaf), bc.key_pem(k))
     return 3, FC, "expired"
 
 
-def not_yet_valid(f: Faults) -> tuple[int, str, str]:
+def not_yet_valid(f: Bed) -> tuple[int, str, str]:
     k = bc.ec_key()
     leaf = f.ca.leaf(k, not_before=bc.NOW + 10 * bc.DAY, not_after=bc.NOW + 100 * bc.DAY)
     _renew(f, f.ca.fullchain(leaf), bc.key_pem(k))
     return 3, FC, "not valid before"
 
 
-def wrong_names(f: Faults) -> tuple[int, str, str]:
+def wrong_names(f: Bed) -> tuple[int, str, str]:
     k = bc.ec_key()
     _renew(f, f.ca.fullchain(f.ca.leaf(k, names=("www.example.test",))), bc.key_pem(k))
     return 3, FC, "mail.example.test"
 
 
-def rsa_1024(f: Faults) -> tuple[int, str, str]:
+def rsa_1024(f: Bed) -> tuple[int, str, str]:
     k = bc.rsa_key(1024)
     _renew(f, f.ca.fullchain(f.ca.leaf(k)), bc.key_pem(k))
     return 3, FC, "RSA key of 1024 bits"
 
 
-def outside_live(f: Faults) -> tuple[int, str, str]:
+def outside_live(f: Bed) -> tuple[int, str, str]:
     copy = f.stack.base / "elsewhere" / "mail.example.test"
     shutil.copytree(f.stack.lineage, copy, symlinks=True, dirs_exist_ok=True)
     f.lineage_override = copy
     return 2, str(copy), "not a lineage directory under"
 
 
-def symlink_escape(f: Faults) -> tuple[int, str, str]:
+def symlink_escape(f: Bed) -> tuple[int, str, str]:
     evil = f.stack.base / "evil"
     evil.mkdir(exist_ok=True)
     (evil / "privkey.pem").write_bytes(f.key)
@@ -277,13 +207,13 @@ def symlink_escape(f: Faults) -> tuple[int, str, str]:
     return 3, PK, "refusing to follow a symlink out of the lineage"
 
 
-def key_readable_by_others(f: Faults) -> tuple[int, str, str]:
+def key_readable_by_others(f: Bed) -> tuple[int, str, str]:
     chain, key = f.good_leaf()
     _renew(f, chain, key, key_mode=0o644)
     return 3, "privkey", "readable by other users"
 
 
-def main_cf_syntax_error(f: Faults) -> tuple[int, str, str]:
+def main_cf_syntax_error(f: Bed) -> tuple[int, str, str]:
     main_cf = f.stack.postfix.config_dir / "main.cf"
     write_backdated(main_cf, main_cf.read_text() + "this line is broken\n")
     chain, key = f.good_leaf()
@@ -291,7 +221,7 @@ def main_cf_syntax_error(f: Faults) -> tuple[int, str, str]:
     return 3, "main.cf", "missing '=' after attribute name"
 
 
-def postfix_check_fails(f: Faults) -> tuple[int, str, str]:
+def postfix_check_fails(f: Bed) -> tuple[int, str, str]:
     main_cf = f.stack.postfix.config_dir / "main.cf"
     write_backdated(main_cf, main_cf.read_text() + "mail_owner = certwatch-no-such-user\n")
     chain, key = f.good_leaf()
@@ -299,7 +229,7 @@ def postfix_check_fails(f: Faults) -> tuple[int, str, str]:
     return 3, "check' failed", "certwatch-no-such-user"
 
 
-def postfix_stopped(f: Faults) -> tuple[int, str, str]:
+def postfix_stopped(f: Bed) -> tuple[int, str, str]:
     chain, key = f.good_leaf()
     _renew(f, chain, key)
     f.stack.postfix.stop()
@@ -316,7 +246,7 @@ CASES: list[Case] = [
 
 
 @pytest.mark.parametrize("case", CASES, ids=[c.__name__ for c in CASES])
-def test_fault_is_refused_and_old_certificate_stays(fault: Faults, case: Case) -> None:
+def test_fault_is_refused_and_old_certificate_stays(fault: Bed, case: Case) -> None:
     """The hook refuses the fault with a message naming the file and the problem, exits
     non-zero, and Postfix keeps serving the previous certificate from byte-identical files."""
     before = fault.files()
@@ -342,7 +272,7 @@ def test_fault_is_refused_and_old_certificate_stays(fault: Faults, case: Case) -
         assert current.stat().st_mode & 0o777 == 0o600, "the exposed key was not tightened"
 
 
-def test_refusal_raises_an_alert_mail(fault: Faults) -> None:
+def test_refusal_raises_an_alert_mail(fault: Bed) -> None:
     """A refused renewal sends one alert mail through the configured sendmail, naming the
     lineage, the outcome and the problem, and never the key."""
     fault.mailbox.unlink(missing_ok=True)
