@@ -5,12 +5,14 @@ file, and helpers to run the installed hook the way certbot does and probe every
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import re
 import subprocess
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from cryptography.hazmat.primitives.asymmetric.types import PrivateKeyTypes
 
@@ -51,10 +53,26 @@ class Bed:
         return self.ca.fullchain(self.ca.leaf(k)), bc.key_pem(k)
 
 
-def run_hook(stack: Stack, lineage: Path | str | None = None) -> subprocess.CompletedProcess[str]:
-    env = {**os.environ, **stack.env(), "RENEWED_LINEAGE": str(lineage or stack.lineage),
+def run_hook(stack: Stack, lineage: Path | str | None = None, *args: str,
+             config: Path | None = None, by_certbot: bool = True
+             ) -> subprocess.CompletedProcess[str]:
+    """Run the installed hook as certbot does (``RENEWED_LINEAGE``), or with ``--lineage``."""
+    path = str(lineage or stack.lineage)
+    env = {**os.environ, "POSTFIX_CERTWATCH_CONFIG": str(config or stack.config_file),
            "RENEWED_DOMAINS": "mail.example.test"}
-    return subprocess.run([HOOK], env=env, capture_output=True, text=True, timeout=120, check=False)
+    argv = [HOOK, *args]
+    if by_certbot:
+        env["RENEWED_LINEAGE"] = path
+    else:
+        argv += ["--lineage", path]
+    return subprocess.run(argv, env=env, capture_output=True, text=True, timeout=120, check=False)
+
+
+def log_line(result: subprocess.CompletedProcess[str]) -> dict[str, Any]:
+    """The one canonical JSON log line the hook prints on stdout."""
+    lines = [ln for ln in result.stdout.splitlines() if ln.startswith("{")]
+    assert len(lines) == 1, result.stdout
+    return dict(json.loads(lines[0]))
 
 
 def served_all(stack: Stack) -> list[str]:
