@@ -246,11 +246,8 @@ def run(config: Config, lineage: Lineage, *, dry_run: bool = False,
     gid = group_id(config)
     perms.apply(lineage, checked.fixes)
     staged_before = {s.path: s.path.exists() for s in use.staged}
-    for s in use.staged:
-        install.ensure_private_dir(s.path.parent)
-        install.cleanup_temps(s.path)
-        install.atomic_write(s.path, new.file_for(s.kind.value), mode=perms.key_mode(gid),
-                             gid=gid, keep_previous=True)
+    install.install_files([(s.path, new.file_for(s.kind.value)) for s in use.staged],
+                          mode=perms.key_mode(gid), gid=gid)
     sni_backup: dict[Path, tuple[bytes, int] | None] = {}
     try:
         for sni in use.sni_maps:

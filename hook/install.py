@@ -54,6 +54,16 @@ def atomic_write(target: Path, data: bytes, *, mode: int = 0o600, gid: int | Non
     fsync_dir(directory)
 
 
+def install_files(files: list[tuple[Path, bytes]], *, mode: int = 0o600,
+                  gid: int | None = None) -> None:
+    """The hook's install step: each staged file replaced atomically, previous kept as
+    ``.prev``; leftovers of a killed earlier run are removed first."""
+    for target, data in files:
+        ensure_private_dir(target.parent)
+        cleanup_temps(target)
+        atomic_write(target, data, mode=mode, gid=gid, keep_previous=True)
+
+
 def link_over(src: Path, dst: Path) -> None:
     """Make ``dst`` a hard link to ``src``, replacing ``dst`` atomically."""
     tmp = dst.with_name(f".{dst.name}.{os.getpid()}.lnk")
