@@ -168,6 +168,11 @@ def apply(plan: AnchorPlan, state_dir: Path, lineage: str) -> AnchorResult:
     ok, detail = _run(command)
     if ok:
         _write_manifest(state_dir, manifest)
+        still = _still_trusted(output, [backup[plan.anchors_dir / n] for n in plan.remove])
+        if still:
+            return AnchorResult(True, f"{plan.describe()}: done, but {output} still holds {still} "
+                                "removed certificate(s) (Debian's tool keeps the old bundle when "
+                                "no certificate at all is left)")
         return AnchorResult(True, f"{plan.describe()}: done")
     for path, data in backup.items():
         if path == output:
@@ -184,6 +189,17 @@ def apply(plan: AnchorPlan, state_dir: Path, lineage: str) -> AnchorResult:
             atomic_write(output, data, mode=0o644)
     return AnchorResult(False, f"{' '.join(command)} failed ({detail}); anchor files restored"
                         + ("" if again_ok else f", re-running it failed too ({again})"))
+
+
+def _still_trusted(output: Path | None, removed: list[bytes | None]) -> int:
+    if output is None or not removed:
+        return 0
+    try:
+        bundle = b"".join(output.read_bytes().split())
+    except OSError:
+        return 0
+    bodies = [b"".join(pem.split(b"-----")[2].split()) for pem in removed if pem]
+    return sum(1 for body in bodies if body and body in bundle)
 
 
 def _write_manifest(state_dir: Path, manifest: dict[str, list[str]]) -> None:
