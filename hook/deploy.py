@@ -245,18 +245,19 @@ def run(config: Config, lineage: Lineage, *, dry_run: bool = False,
     # Apply.
     gid = group_id(config)
     perms.apply(lineage, checked.fixes)
-    staged_before = {s.path: s.path.exists() for s in use.staged}
-    install.install_files([(s.path, new.file_for(s.kind.value)) for s in use.staged],
-                          mode=perms.key_mode(gid), gid=gid)
+    staged_before = {s.path: _snapshot(s.path) for s in use.staged}
     sni_backup: dict[Path, tuple[bytes, int] | None] = {}
     try:
+        install.install_files([(s.path, new.file_for(s.kind.value)) for s in use.staged],
+                              mode=perms.key_mode(gid), gid=gid)
         for sni in use.sni_maps:
             sni_backup[sni.db] = _read_optional(sni.db)
             _postmap(config, sni.spec)
-    except PostfixError as exc:
+    except (PostfixError, OSError) as exc:  # e.g. disk full: put back what was written
         _restore_sni(sni_backup)
-        _restore_staged(use, staged_before)
-        return replace(base, timings=clock.total(), message=f"refused: {exc}{_unchanged(use, config)}")
+        _restore_staged(staged_before)
+        return replace(base, timings=clock.total(),
+                       message=f"refused: installing failed, previous files restored: {exc}")
     clock.lap("apply")
 
     # Reload and prove.
@@ -357,14 +358,34 @@ def _restore_sni(backup: dict[Path, tuple[bytes, int] | None]) -> None:
             install.atomic_write(path, saved[0], mode=saved[1])
 
 
-def _restore_staged(use: discover.Usage, existed: dict[Path, bool]) -> bool:
-    restored = [install.restore_previous(s.path) if existed.get(s.path) else False
-                for s in use.staged]
-    return all(restored)
+def _snapshot(path: Path) -> tuple[bytes, int, int] | None:
+    """Content, mode and group of a staged file before we replace it (None: absent)."""
+    try:
+        st = path.stat()
+        return path.read_bytes(), st.st_mode & 0o7777, st.st_gid
+    except FileNotFoundError:
+        return None
+
+
+def _restore_staged(before: dict[Path, tuple[bytes, int, int] | None]) -> bool:
+    """Put every staged file back as it was before this run (atomically, from memory, so a
+    run that failed half way through a split cert/key pair never mixes versions)."""
+    ok = True
+    for path, saved in before.items():
+        if saved is None:
+            ok = False  # nothing to go back to; leave the new (validated) file
+            continue
+        data, mode, gid = saved
+        with contextlib.suppress(FileNotFoundError):
+            if path.read_bytes() == data:
+                continue
+        install.atomic_write(path, data, mode=mode, gid=gid)
+    return ok
 
 
 def _rollback(report: Report, postfix: Postfix, use: discover.Usage, old_sha: str | None,
-              existed: dict[Path, bool], sni_backup: dict[Path, tuple[bytes, int] | None],
+              before: dict[Path, tuple[bytes, int, int] | None],
+              sni_backup: dict[Path, tuple[bytes, int] | None],
               config: Config, why: str, clock: _Clock) -> Report:
     def failed(message: str) -> Report:
         return replace(report, outcome=Outcome.ROLLBACK_FAILED, message=message,
@@ -374,7 +395,7 @@ def _rollback(report: Report, postfix: Postfix, use: discover.Usage, old_sha: st
         return failed(f"{why}; Postfix reads certbot's files in place, so there is nothing to "
                       "roll back to: fix the lineage and reload Postfix now")
     _restore_sni(sni_backup)
-    if use.staged and (old_sha is None or not _restore_staged(use, existed)):
+    if use.staged and (old_sha is None or not _restore_staged(before)):
         return failed(f"{why}; no previous bundle to restore at {use.bundle_path}")
     try:
         postfix.reload()

@@ -292,3 +292,37 @@ def test_sni_map_is_rebuilt_with_postmap_and_proven(stack: Stack) -> None:
     record = json.loads(sorted((stack.state_dir / "deploys").glob("*.json"))[-1].read_text())
     assert record["mode"] == "sni_map" and record["outcome"] == "deployed"
     assert any(s.startswith(f"postmap -F hash:{source}") for s in record["steps"])
+
+
+def test_deploy_imports_intermediates_into_os_trust_anchors_when_enabled(bed: Bed) -> None:
+    """With ``trust.import_anchors``, a successful deploy (and only after the proof) puts
+    the chain's intermediate into the (sandboxed) Debian anchors and bundle; the dry run
+    lists the step and imports nothing."""
+    stack = bed.stack
+    root = stack.base / "trust"
+    certs, local, etc, hooks = (root / d for d in ("certs", "local", "etc", "hooks"))
+    for d in (certs, local, etc, hooks):
+        d.mkdir(parents=True, exist_ok=True)
+    system = sorted(Path("/usr/share/ca-certificates/mozilla").glob("*.crt"))[0]
+    shutil.copy(system, certs / system.name)
+    (root / "certs.conf").write_text(f"{system.name}\n")
+    command = ["update-ca-certificates", "--certsconf", str(root / "certs.conf"),
+               "--certsdir", str(certs), "--localcertsdir", str(local),
+               "--etccertsdir", str(etc), "--hooksdir", str(hooks)]
+    cfg = stack.write_config(stack.base / "anchors.toml",
+                             probe={"cafile": str(stack.base / "cafile.pem")},
+                             trust={"import_anchors": True, "flavor": "debian",
+                                    "anchors_dir": str(local), "update_command": command})
+    chain, key = bed.good_leaf()
+    bc.renew_with(stack.lineage, fullchain=chain, privkey=key)
+    dry = run_hook(stack, None, "--dry-run", config=cfg, by_certbot=False)
+    assert dry.returncode == 0, dry.stderr
+    assert f"would: trust anchors in {local}: add 1, remove 0" in dry.stdout
+    assert list(local.iterdir()) == []
+    result = run_hook(stack, config=cfg)
+    assert result.returncode == 0, result.stderr
+    inter = fingerprint(bed.ca.intermediate)
+    assert [p.name for p in local.iterdir()] == [f"postfix-certwatch-{inter}.crt"]
+    assert "trust" in log_line(result)["timings"]
+    body = b"".join(bc.cert_pem(bed.ca.intermediate).split(b"-----")[2].split())
+    assert body in b"".join((etc / "ca-certificates.crt").read_bytes().split())
