@@ -227,11 +227,12 @@ def run(config: Config, lineage: Lineage, *, dry_run: bool = False,
     # Preflight: Postfix must be running and its configuration sound before we change anything.
     try:
         postfix.check()
-        _require_running(config)
+        clock.lap("check")
+        _require_running(config, use)
     except PostfixError as exc:
         return replace(base, timings=clock.total(),
                        message=f"refused before any change: {exc}{_unchanged(use, config)}")
-    clock.lap("check")
+    clock.lap("status")
 
     anchors = (trust.plan(config.trust, config.deploy.state_dir, lineage.name, new.chain)
                if config.trust.import_anchors else None)
@@ -327,12 +328,17 @@ def _prove(use: discover.Usage, sha: str, config: Config) -> None:
                 raise PostfixError(f"proof failed: {proof.message}")
 
 
-def _require_running(config: Config) -> None:
-    res = run_on_pty(["postfix", "-c", str(config.postfix.config_directory), "status"])
-    if not res.ok:
-        raise PostfixError(f"Postfix ({config.postfix.config_directory}) is not running; nothing "
-                           "was installed: start it, then run the hook again with --lineage",
-                           res.output)
+def _require_running(config: Config, use: discover.Usage) -> None:
+    """Is the master process alive (``$queue_directory/pid/master.pid``)? Cheaper than
+    ``postfix status`` (another process) and the same test."""
+    pid_file = Path(use.queue_directory or "/var/spool/postfix") / "pid" / "master.pid"
+    try:
+        pid = int(pid_file.read_text().strip())
+        os.kill(pid, 0)
+    except (OSError, ValueError) as exc:
+        raise PostfixError(f"Postfix ({config.postfix.config_directory}) is not running "
+                           f"({pid_file}: {getattr(exc, 'strerror', None) or exc}); nothing was "
+                           "installed: start it, then run the hook again with --lineage") from exc
 
 
 def _postmap(config: Config, spec: str) -> None:

@@ -27,7 +27,7 @@ SERVER_FILE_PARAMS = (
 )
 TLS_LEVEL_PARAMS = ("smtpd_tls_security_level", "smtpd_use_tls", "smtpd_enforce_tls",
                     "postscreen_tls_security_level")
-OTHER_PARAMS = ("myhostname", "tls_server_sni_maps")
+OTHER_PARAMS = ("myhostname", "tls_server_sni_maps", "queue_directory")
 # postmap -F table types and the file each one writes next to its source
 DB_SUFFIX = {"hash": ".db", "btree": ".db", "lmdb": ".lmdb", "cdb": ".cdb", "dbm": ".db"}
 
@@ -77,6 +77,7 @@ class Usage:
     tls_services: tuple[Service, ...] = ()
     """Every TLS service (used to prove SNI names)."""
     myhostname: str = ""
+    queue_directory: str = ""
 
     @property
     def default_cert(self) -> bool:
@@ -210,4 +211,5 @@ def usage(postfix: Postfix, lineage: Lineage, bundle_dir: Path) -> Usage:
     return Usage(mode, bundle, tuple(refs), tuple(users),
                  staged=tuple(Staged(p, k) for p, k in staged.items()),
                  sni_maps=tuple(sni), tls_services=tuple(tls_services),
-                 myhostname=params.get("myhostname", ""))
+                 myhostname=params.get("myhostname", ""),
+                 queue_directory=params.get("queue_directory", ""))

@@ -29,6 +29,7 @@ from cryptography.hazmat.primitives import serialization
 
 from hook.bundle import fingerprint
 from hook.config import TrustConfig
+from hook.errors import ConfigError
 from hook.install import atomic_write
 from hook.validate import is_self_signed
 
@@ -75,7 +76,7 @@ def detect(config: TrustConfig) -> str:
     if config.flavor in DEFAULTS:
         return config.flavor
     if config.flavor != "auto":
-        raise ValueError(f"trust.flavor: expected auto, debian or rhel, got {config.flavor!r}")
+        raise ConfigError(f"trust.flavor: expected auto, debian or rhel, got {config.flavor!r}")
     if shutil.which("update-ca-certificates") or Path("/etc/debian_version").exists():
         return "debian"
     return "rhel"
