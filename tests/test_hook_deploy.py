@@ -16,6 +16,8 @@ from pathlib import Path
 
 import pytest
 from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.hazmat.primitives.asymmetric.types import PrivateKeyTypes
 
 from daemon import check
 from hook import adopt, config, deploy, discover, lineage
@@ -326,3 +328,16 @@ def test_deploy_imports_intermediates_into_os_trust_anchors_when_enabled(bed: Be
     assert "trust" in log_line(result)["timings"]
     body = b"".join(bc.cert_pem(bed.ca.intermediate).split(b"-----")[2].split())
     assert body in b"".join((etc / "ca-certificates.crt").read_bytes().split())
+
+
+@pytest.mark.parametrize("kind", ["rsa2048", "p384", "ed25519"])
+def test_valid_renewals_of_every_key_type_are_deployed(bed: Bed, kind: str) -> None:
+    """Validation does not over-refuse: RSA 2048, ECDSA P-384 and Ed25519 renewals from a
+    trusted CA are deployed and served on all three ports."""
+    key: PrivateKeyTypes = (bc.rsa_key(2048) if kind == "rsa2048" else
+                            bc.ec_key(ec.SECP384R1()) if kind == "p384" else bc.ed_key())
+    chain, pem = bed.good_leaf(key)
+    bc.renew_with(bed.stack.lineage, fullchain=chain, privkey=pem)
+    result = run_hook(bed.stack)
+    assert result.returncode == 0, result.stderr
+    assert served_now(bed) == leaf_sha(chain)
