@@ -4,10 +4,11 @@ certbot runs it after each renewal with ``RENEWED_LINEAGE`` and ``RENEWED_DOMAIN
 by hand: ``postfix-deploy-hook --lineage /etc/letsencrypt/live/NAME [--dry-run]``.
 
 Exit codes (see :class:`ExitCode`): 0 deployed (or, dry run, would deploy), 1 internal
-error, 2 usage or configuration error, 3 validation refused the new files (nothing
-changed), 4 reload or proof failed and the previous certificate was restored, 5 the
-rollback failed too (act now), 6 nothing to do: the lineage is not used by Postfix (0
-when run by certbot, which calls every deploy hook for every lineage).
+error, 2 usage or configuration error, 3 refused before any change (validation failed,
+or Postfix is stopped or fails ``postfix check``), 4 reload or proof failed and the
+previous certificate was restored, 5 the rollback failed too (act now), 6 nothing to do:
+the lineage is not used by Postfix (0 when run by certbot, which calls every deploy hook
+for every lineage).
 """
 
 from __future__ import annotations
@@ -120,6 +121,8 @@ def _main(args: argparse.Namespace, env: Mapping[str, str], log: object) -> int:
     if bad:
         prefix = "" if report.message.startswith(report.outcome.value) else f"{report.outcome.value}: "
         print(f"postfix-deploy-hook: {prefix}{report.message}", file=sys.stderr)
+        for problem in report.problems[1:]:
+            print(f"postfix-deploy-hook:   also: {problem}", file=sys.stderr)
     # Warnings go only into the canonical line (stdout): certbot reports any stderr output
     # as "ran with error output", and a key change is certbot's default behaviour.
     if args.dry_run:

@@ -213,6 +213,8 @@ def run(config: Config, lineage: Lineage, *, dry_run: bool = False,
     clock.lap("validate")
     old_sha = _staged_sha256(use)
     base = replace(base, old_sha256=old_sha, warnings=checked.warnings)
+    if checked.bundle is not None:
+        base = replace(base, new_sha256=checked.bundle.leaf_sha256)
     if checked.problems or checked.bundle is None:
         if checked.fixes and not dry_run:
             perms.apply(lineage, checked.fixes)  # tightening a key is always safe
