@@ -341,3 +341,23 @@ def test_valid_renewals_of_every_key_type_are_deployed(bed: Bed, kind: str) -> N
     result = run_hook(bed.stack)
     assert result.returncode == 0, result.stderr
     assert served_now(bed) == leaf_sha(chain)
+
+
+def test_failing_reload_command_restores_files_and_exits_5(bed: Bed) -> None:
+    """A reload command that always fails: the previous bundle is put back byte for byte,
+    the hook says the rollback failed too (its reload failed) and exits 5, the "act now"
+    code; Postfix keeps serving the old certificate."""
+    stack = bed.stack
+    old_bundle, old = bed.bundle.read_bytes(), served_now(bed)
+    cfg = stack.write_config(stack.base / "false.toml",
+                             probe={"cafile": str(stack.base / "cafile.pem")},
+                             postfix={"reload_command": ["/bin/false"]})
+    chain, key = bed.good_leaf()
+    bc.renew_with(stack.lineage, fullchain=chain, privkey=key)
+    result = run_hook(stack, config=cfg)
+    assert result.returncode == 5, result.stderr
+    assert "'/bin/false' failed (exit 1)" in result.stderr
+    assert "rollback failed too" in result.stderr
+    assert bed.bundle.read_bytes() == old_bundle
+    assert served_now(bed) == old
+    assert log_line(result)["outcome"] == "rollback_failed"
