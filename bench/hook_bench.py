@@ -42,7 +42,8 @@ def main(argv: list[str] | None = None) -> int:
         stack = bed.stack
         pf = stack.postfix
         versions = [bed.good_leaf(), bed.good_leaf()]
-        bare_reload, bare_check = [], []
+        bare_reload: list[float] = []
+        bare_check: list[float] = []
         for _ in range(args.runs):
             for verb, times in (("reload", bare_reload), ("check", bare_check)):
                 t = time.monotonic()
