@@ -39,9 +39,14 @@ from cryptography import x509
 from hook import bundle as bundle_mod
 from hook import discover, install, perms, prove, trust, validate
 from hook.config import Config
-from hook.errors import BundleError, ConfigError, PostfixError
+from hook.errors import BundleError, ConfigError, Error, PostfixError
 from hook.lineage import Lineage, previous_version, reuses_key
 from hook.postfix import Postfix, run_on_pty
+from hook.verdict import Code
+
+
+class DeployError(Error):
+    """The pipeline could not run at all (e.g. the lock is held for too long)."""
 
 
 class Outcome(StrEnum):
@@ -93,13 +98,28 @@ def postfix_for(config: Config) -> Postfix:
                    config.postfix.probe_host)
 
 
+LOCK_WAIT = 600.0
+"""Seconds a run waits for another one; a run is bounded well below this (proof timeout,
+60 s per Postfix command), so waiting longer means something hangs."""
+
+
 @contextlib.contextmanager
-def locked(state_dir: Path) -> Iterator[None]:
+def locked(state_dir: Path, wait: float = LOCK_WAIT) -> Iterator[None]:
     """Serialize runs: a second hook waits for the first instead of interleaving."""
     install.ensure_private_dir(state_dir, 0o755)
-    fd = os.open(state_dir / "deploy.lock", os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+    path = state_dir / "deploy.lock"
+    fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
     try:
-        fcntl.flock(fd, fcntl.LOCK_EX)
+        deadline = time.monotonic() + wait
+        while True:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                break
+            except BlockingIOError:
+                if time.monotonic() > deadline:
+                    raise DeployError(f"{path}: another deploy has held the lock for over "
+                                      f"{wait:g} s; is a hook hanging?") from None
+                time.sleep(0.05)
         yield
     finally:
         os.close(fd)
@@ -164,7 +184,11 @@ def validate_lineage(config: Config, lineage: Lineage, use: discover.Usage,
     trust_store = validate.load_trust(config.probe.cafile, system=config.trust.system_store)
     found = validate.check_chain(new.chain, trust=trust_store, now=now,
                                  names=required_names(config, use), where=str(lineage.fullchain))
-    problems.extend(str(p) for p in found)
+    for p in found:
+        hint = ("; if Postfix presents other names, set deploy.require_myhostname = false and "
+                "list them in deploy.names" if p.code is Code.NAME_MISMATCH and use.default_cert
+                else "")
+        problems.append(f"{p}{hint}")
     old = _old_leaf(lineage, use)
     if (old is not None and bundle_mod.spki(old.public_key()) != bundle_mod.spki(new.leaf.public_key())
             and not reuses_key(lineage)):
