@@ -66,11 +66,17 @@ def install_files(files: list[tuple[Path, bytes]], *, mode: int = 0o600,
 
 def link_over(src: Path, dst: Path) -> None:
     """Make ``dst`` a hard link to ``src``, replacing ``dst`` atomically."""
+    with contextlib.suppress(FileNotFoundError):
+        if os.path.samestat(os.stat(src), os.stat(dst)):
+            return  # already the same file
     tmp = dst.with_name(f".{dst.name}.{os.getpid()}.lnk")
     with contextlib.suppress(FileNotFoundError):
         os.unlink(tmp)
     os.link(src, tmp)
     os.replace(tmp, dst)
+    # rename(2) does nothing when both names are links to one file: never leave tmp behind
+    with contextlib.suppress(FileNotFoundError):
+        os.unlink(tmp)
 
 
 def cleanup_temps(target: Path) -> tuple[Path, ...]:
