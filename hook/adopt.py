@@ -90,8 +90,12 @@ def adopt(config: Config, lineage: Lineage, *, split: bool | None = None) -> Ado
     settings = ({"smtpd_tls_chain_files": "", "smtpd_tls_cert_file": str(owned[discover.Kind.CERT]),
                  "smtpd_tls_key_file": str(owned[discover.Kind.KEY])} if split else
                 {"smtpd_tls_chain_files": str(owned[discover.Kind.CHAIN])})
+    # main.cf only if main.cf names the lineage: a lineage used by one master.cf service
+    # must not take over the global certificate of another lineage
+    in_main_cf = any(ref.split(" = ", 1)[0] in discover.SERVER_FILE_PARAMS for ref in use.references)
     try:
-        postfix.postconf("-e", *(f"{k} = {v}" for k, v in settings.items()))
+        if in_main_cf:
+            postfix.postconf("-e", *(f"{k} = {v}" for k, v in settings.items()))
         for svc in use.services:  # per-service certificates (master.cf -o) of this lineage
             if not any(k in discover.SERVER_FILE_PARAMS for k in svc.overrides):
                 continue

@@ -361,3 +361,32 @@ def test_failing_reload_command_restores_files_and_exits_5(bed: Bed) -> None:
     assert bed.bundle.read_bytes() == old_bundle
     assert served_now(bed) == old
     assert log_line(result)["outcome"] == "rollback_failed"
+
+
+def test_lineage_used_by_one_master_cf_service_only(stack: Stack) -> None:
+    """A second lineage set with ``-o smtpd_tls_chain_files=...`` on the submission service
+    only: discovery finds just that service, ``adopt`` rewrites only that override (main.cf
+    keeps the other lineage), and a certbot renewal of it changes only that port."""
+    sub = stack.certbot.issue(name="submit.example.test", domains=["mail.example.test"])
+    pf = stack.postfix
+    service = f"{LO}:{pf.submission_port}/inet"
+    pf.postconf("-P", f"{service}/smtpd_tls_chain_files={sub}/privkey.pem,{sub}/fullchain.pem")
+    pf.reload()
+    cfg = config.load(stack.config_file, {})
+    lin = lineage.resolve(sub, cfg.certbot.config_dir)
+    use = discover.usage(deploy.postfix_for(cfg), lin, cfg.deploy.bundle_dir)
+    assert [s.port for s in use.services] == [pf.submission_port]
+    main_before = pf.postconf("-h", "smtpd_tls_chain_files")
+
+    adopt.adopt(cfg, lin)
+    assert pf.postconf("-h", "smtpd_tls_chain_files") == main_before
+    assert f"smtpd_tls_chain_files={cfg.deploy.bundle_dir}/submit.example.test.pem" in \
+        pf.postconf("-M", f"{LO}:{pf.submission_port}/inet")
+    others = [served_all(stack)[0], served_all(stack)[2]]
+
+    stack.install_hook()
+    stack.certbot.renew(name="submit.example.test", env=stack.env())
+    new = fingerprint(parse_chain((sub / "cert.pem").read_bytes(), "cert")[0])
+    got = served_all(stack)
+    assert got[1] == new
+    assert [got[0], got[2]] == others
