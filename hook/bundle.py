@@ -40,6 +40,14 @@ class Bundle:
         """Key first, then leaf and intermediates: one file for ``smtpd_tls_chain_files``."""
         return _ensure_nl(self.key_pem) + _ensure_nl(self.chain_pem)
 
+    def file_for(self, kind: str) -> bytes:
+        """Content of a staged file: ``chain`` (key + chain), ``cert`` (chain) or ``key``."""
+        if kind == "key":
+            return _ensure_nl(self.key_pem)
+        if kind == "cert":
+            return _ensure_nl(self.chain_pem)
+        return self.postfix_chain_file()
+
     def __repr__(self) -> str:  # never let the key reach a log or traceback
         return f"Bundle(leaf={self.leaf.subject.rfc4514_string()!r}, sha256={self.leaf_sha256})"
 
@@ -73,6 +81,8 @@ def parse_key(data: bytes, path: str) -> types.PrivateKeyTypes:
         raise BundleError(path, "file is empty")
     if b"-----BEGIN" not in data:
         raise BundleError(path, "not PEM: no '-----BEGIN ... PRIVATE KEY-----' line")
+    if data.count(b"-----BEGIN") != data.count(b"-----END"):
+        raise BundleError(path, "truncated PEM: a BEGIN line has no matching END")
     if b"ENCRYPTED" in data:
         raise BundleError(path, "private key is encrypted; Postfix cannot use a passphrase")
     try:
@@ -93,7 +103,13 @@ def pair(key_pem: bytes, key_path: str, chain_pem: bytes, chain_path: str) -> Bu
     """Parse both files and check that the private key belongs to the leaf."""
     chain = parse_chain(chain_pem, chain_path)
     key = parse_key(key_pem, key_path)
-    if spki(key.public_key()) != spki(chain[0].public_key()):
+    mine = spki(key.public_key())
+    if mine != spki(chain[0].public_key()):
+        for i, cert in enumerate(chain[1:], start=2):
+            if spki(cert.public_key()) == mine:
+                raise BundleError(chain_path, f"chain out of order: the certificate for the key in "
+                                  f"{key_path} is number {i} ({cert.subject.rfc4514_string()}); "
+                                  "the leaf must come first, then its issuers")
         raise BundleError(key_path, f"private key does not match the leaf certificate in "
                           f"{chain_path} ({chain[0].subject.rfc4514_string()})")
     return Bundle(key_pem=key_pem, chain_pem=chain_pem, chain=chain, key=key)

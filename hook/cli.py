@@ -4,10 +4,11 @@ certbot runs it after each renewal with ``RENEWED_LINEAGE`` and ``RENEWED_DOMAIN
 by hand: ``postfix-deploy-hook --lineage /etc/letsencrypt/live/NAME [--dry-run]``.
 
 Exit codes (see :class:`ExitCode`): 0 deployed (or, dry run, would deploy), 1 internal
-error, 2 usage or configuration error, 3 validation refused the new files (nothing
-changed), 4 reload or proof failed and the previous certificate was restored, 5 the
-rollback failed too (act now), 6 nothing to do: the lineage is not used by Postfix (0
-when run by certbot, which calls every deploy hook for every lineage).
+error, 2 usage or configuration error, 3 refused before any change (validation failed,
+or Postfix is stopped or fails ``postfix check``), 4 reload or proof failed and the
+previous certificate was restored, 5 the rollback failed too (act now), 6 nothing to do:
+the lineage is not used by Postfix (0 when run by certbot, which calls every deploy hook
+for every lineage).
 """
 
 from __future__ import annotations
@@ -18,10 +19,14 @@ import sys
 import time
 from collections.abc import Mapping
 from enum import IntEnum
+from typing import TYPE_CHECKING
 
 from hook import config as config_mod
 from hook import log as log_mod
 from hook.errors import ConfigError, Error, LineageError
+
+if TYPE_CHECKING:
+    from hook.deploy import Report
 
 
 class ExitCode(IntEnum):
@@ -71,6 +76,16 @@ def main(argv: list[str] | None = None, environ: Mapping[str, str] | None = None
         return ExitCode.INTERNAL
 
 
+ACTIONS = {
+    "refused": "nothing was changed; fix the lineage (see the message) and run "
+               "'postfix-deploy-hook --lineage {live}' again",
+    "rolled_back": "the previous certificate was restored and is served; find out why the new "
+                   "one was not (message above), then run 'postfix-deploy-hook --lineage {live}'",
+    "rollback_failed": "ACT NOW: Postfix may serve a broken or no certificate; check "
+                       "'renew-check' and the Postfix log",
+}
+
+
 def _main(args: argparse.Namespace, env: Mapping[str, str], log: object) -> int:
     from hook import deploy, lineage  # noqa: PLC0415 - keep --help fast
 
@@ -88,21 +103,35 @@ def _main(args: argparse.Namespace, env: Mapping[str, str], log: object) -> int:
             report = deploy.run(cfg, lin)
             if report.outcome is not deploy.Outcome.SKIPPED:
                 deploy.write_record(cfg.deploy.state_dir, report)
+    bad = report.outcome in (deploy.Outcome.REFUSED, deploy.Outcome.ROLLED_BACK,
+                             deploy.Outcome.ROLLBACK_FAILED)
+    alerts: list[str] = []
+    if bad and not args.dry_run:
+        alerts = _alert(cfg, report, str(lin.live))
     event = {
         "lineage": report.lineage, "outcome": report.outcome.value, "mode": report.mode,
         "old_sha256": report.old_sha256, "new_sha256": report.new_sha256,
         "services": list(report.services), "domains": env.get("RENEWED_DOMAINS", ""),
         "dry_run": report.dry_run, "seconds": round(time.monotonic() - start, 3),
         "timings": report.timings, "message": report.message,
+        "warnings": list(report.warnings), "problems": list(report.problems),
+        "alerts": alerts,
     }
-    bad = report.outcome in (deploy.Outcome.REFUSED, deploy.Outcome.ROLLED_BACK,
-                             deploy.Outcome.ROLLBACK_FAILED)
-    getattr(log, "error" if bad else "info")("deploy", **event)
+    getattr(log, "error" if bad else "warning" if report.warnings else "info")("deploy", **event)
     if bad:
-        print(f"postfix-deploy-hook: {report.outcome.value}: {report.message}", file=sys.stderr)
+        prefix = "" if report.message.startswith(report.outcome.value) else f"{report.outcome.value}: "
+        print(f"postfix-deploy-hook: {prefix}{report.message}", file=sys.stderr)
+        for problem in report.problems[1:]:
+            print(f"postfix-deploy-hook:   also: {problem}", file=sys.stderr)
+    # Warnings go only into the canonical line (stdout): certbot reports any stderr output
+    # as "ran with error output", and a key change is certbot's default behaviour.
     if args.dry_run:
+        for warning in report.warnings:
+            print(f"warning: {warning}")
         for step in report.steps:
             print(f"would: {step}")
+        for problem in report.problems:
+            print(f"problem: {problem}")
         print(report.message)
     return {
         deploy.Outcome.DEPLOYED: ExitCode.OK,
@@ -112,6 +141,24 @@ def _main(args: argparse.Namespace, env: Mapping[str, str], log: object) -> int:
         deploy.Outcome.ROLLED_BACK: ExitCode.ROLLED_BACK,
         deploy.Outcome.ROLLBACK_FAILED: ExitCode.ROLLBACK_FAILED,
     }[report.outcome]
+
+
+def _alert(cfg: config_mod.Config, report: Report, live: str) -> list[str]:
+    """Mail (and/or webhook) the failure; never raises, returns what happened per channel."""
+    from hook import alert as alert_mod  # noqa: PLC0415
+    outcome = report.outcome.value
+    summary = {"refused": f"renewed certificate for {report.lineage} refused",
+               "rolled_back": f"deploy of {report.lineage} rolled back",
+               "rollback_failed": f"deploy of {report.lineage} FAILED, rollback failed"}[outcome]
+    detail = "\n".join([report.message, *(f"problem: {p}" for p in report.problems[1:]),
+                        *(f"warning: {w}" for w in report.warnings),
+                        f"old leaf sha256: {report.old_sha256}",
+                        f"new leaf sha256: {report.new_sha256}"])
+    deliveries = alert_mod.send(alert_mod.Alert(summary=summary, problem=outcome,
+                                                action=ACTIONS[outcome].format(live=live),
+                                                lineage=report.lineage, detail=detail),
+                                cfg.alert)
+    return [f"{d.channel}: {'ok' if d.ok else 'FAILED'} {d.detail}" for d in deliveries]
 
 
 if __name__ == "__main__":  # pragma: no cover

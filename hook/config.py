@@ -56,6 +56,12 @@ class DeployConfig:
     """Seconds to wait for every TLS service to serve the new certificate."""
     proof_consecutive: int = 3
     """How many consecutive probes per service must show the new leaf."""
+    names: tuple[str, ...] = ()
+    """Host names the certificate must cover besides ``myhostname`` (e.g. the MX names)."""
+    require_myhostname: bool = True
+    """Refuse a certificate that does not cover Postfix's ``myhostname``."""
+    group: str = ""
+    """Empty: bundles and private keys are 0600 root. A group name: 0640 root:GROUP."""
 
 
 @dataclass(frozen=True)
@@ -66,6 +72,23 @@ class ProbeConfig:
     """Per connection: connect, each read, and the handshake."""
     cafile: Path | None = None
     """Extra trust anchors (a private CA); the system store is used as well."""
+
+
+@dataclass(frozen=True)
+class TrustConfig:
+    """Which roots validation trusts, and the opt-in import of intermediates into the OS."""
+
+    system_store: bool = True
+    """Validate against the system store too; false: only ``probe.cafile`` (a private CA)."""
+    import_anchors: bool = False
+    """Import the chain's intermediate CA certificates into the OS trust anchors."""
+    flavor: str = "auto"
+    """``auto`` (detect), ``debian`` (update-ca-certificates) or ``rhel`` (update-ca-trust)."""
+    anchors_dir: Path | None = None
+    """Default: /usr/local/share/ca-certificates (Debian), /etc/pki/ca-trust/source/anchors (RHEL)."""
+    update_command: tuple[str, ...] = ()
+    """Default: ``update-ca-certificates`` (``--fresh`` added after removals) or
+    ``update-ca-trust extract``."""
 
 
 @dataclass(frozen=True)
@@ -127,6 +150,7 @@ class Config:
     certbot: CertbotConfig = field(default_factory=CertbotConfig)
     deploy: DeployConfig = field(default_factory=DeployConfig)
     probe: ProbeConfig = field(default_factory=ProbeConfig)
+    trust: TrustConfig = field(default_factory=TrustConfig)
     alert: AlertConfig = field(default_factory=AlertConfig)
     dns: DnsConfig = field(default_factory=DnsConfig)
     source: Path | None = None

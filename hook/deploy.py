@@ -2,16 +2,30 @@
 
 ::
 
-    discover ─▶ validate ─▶ plan ─▶ apply ─▶ reload ─▶ prove ─▶ (rollback) ─▶ record
+    discover ─▶ validate ─▶ preflight ─▶ plan ─▶ apply ─▶ reload ─▶ prove ─▶ (rollback)
+                                                                           ─▶ trust anchors
+
+* **discover**: is the lineage used (main.cf, master.cf ``-o``, ``tls_server_sni_maps``)?
+* **validate**: parse both files, pair key and leaf, chain order and signatures, trust
+  (``cryptography.x509.verification``), dates, names, key strength, file permissions.
+* **preflight**: Postfix is running and ``postfix check`` passes, before anything changes.
+* **apply**: fix permissions (``fchmod`` on ``O_NOFOLLOW`` descriptors), write the staged
+  files atomically (previous kept as ``.prev``), rebuild SNI tables with ``postmap -F``.
+* **reload / prove**: reload, then probe every TLS service until it serves the new leaf.
+* **rollback**: put the previous staged files and SNI tables back, reload, prove the old
+  leaf. Trust anchors are imported only after a successful proof (opt-in).
 
 ``--dry-run`` stops after ``plan``: nothing is written, reloaded or imported, and the
-report says what the real run would do. Every stage returns data; the pipeline decides.
+report says what the real run would do and whether it would succeed. Every stage returns
+data; the pipeline decides. The private key never enters a report or a log.
 """
 
 from __future__ import annotations
 
 import contextlib
+import datetime as dt
 import fcntl
+import grp
 import json
 import os
 import time
@@ -20,12 +34,19 @@ from dataclasses import asdict, dataclass, field, replace
 from enum import StrEnum
 from pathlib import Path
 
+from cryptography import x509
+
 from hook import bundle as bundle_mod
-from hook import discover, install, prove
+from hook import discover, install, perms, prove, trust, validate
 from hook.config import Config
-from hook.errors import BundleError, PostfixError
-from hook.lineage import Lineage
-from hook.postfix import Postfix
+from hook.errors import BundleError, ConfigError, Error, PostfixError
+from hook.lineage import Lineage, previous_version, reuses_key
+from hook.postfix import Postfix, run_on_pty
+from hook.verdict import Code
+
+
+class DeployError(Error):
+    """The pipeline could not run at all (e.g. the lock is held for too long)."""
 
 
 class Outcome(StrEnum):
@@ -52,6 +73,9 @@ class Report:
     steps: tuple[str, ...] = ()
     services: tuple[str, ...] = ()
     timings: dict[str, float] = field(default_factory=dict)
+    warnings: tuple[str, ...] = ()
+    problems: tuple[str, ...] = ()
+    """Every reason validation refused (the message starts with the first)."""
 
     def as_record(self) -> dict[str, object]:
         data = asdict(self)
@@ -59,136 +83,374 @@ class Report:
         return data
 
 
+@dataclass(frozen=True)
+class Validation:
+    """What validate found: the parsed bundle (if it parsed), refusals, warnings, fixes."""
+
+    bundle: bundle_mod.Bundle | None
+    problems: tuple[str, ...]
+    warnings: tuple[str, ...]
+    fixes: tuple[perms.Fix, ...]
+
+
 def postfix_for(config: Config) -> Postfix:
     return Postfix(config.postfix.config_directory, config.postfix.reload_command,
                    config.postfix.probe_host)
 
 
+LOCK_WAIT = 600.0
+"""Seconds a run waits for another one; a run is bounded well below this (proof timeout,
+60 s per Postfix command), so waiting longer means something hangs."""
+
+
 @contextlib.contextmanager
-def locked(state_dir: Path) -> Iterator[None]:
+def locked(state_dir: Path, wait: float = LOCK_WAIT) -> Iterator[None]:
     """Serialize runs: a second hook waits for the first instead of interleaving."""
     install.ensure_private_dir(state_dir, 0o755)
-    fd = os.open(state_dir / "deploy.lock", os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+    path = state_dir / "deploy.lock"
+    fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
     try:
-        fcntl.flock(fd, fcntl.LOCK_EX)
+        deadline = time.monotonic() + wait
+        while True:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                break
+            except BlockingIOError:
+                if time.monotonic() > deadline:
+                    raise DeployError(f"{path}: another deploy has held the lock for over "
+                                      f"{wait:g} s; is a hook hanging?") from None
+                time.sleep(0.05)
         yield
     finally:
         os.close(fd)
 
 
-def run(config: Config, lineage: Lineage, *, dry_run: bool = False,
-        log: Callable[..., object] | None = None) -> Report:
-    """Run the whole pipeline for ``lineage``; never raises for a bad bundle or Postfix."""
-    timings: dict[str, float] = {}
-    t0 = time.monotonic()
-    postfix = postfix_for(config)
-
-    def lap(name: str, since: float) -> float:
-        now = time.monotonic()
-        timings[name] = round(now - since, 4)
-        return now
-
-    t = t0
+def group_id(config: Config) -> int | None:
+    if not config.deploy.group:
+        return None
     try:
-        use = discover.usage(postfix, lineage, config.deploy.bundle_dir)
-    except PostfixError as exc:
-        return Report(Outcome.REFUSED, lineage.name, f"cannot read the Postfix configuration: {exc}",
-                      dry_run=dry_run)
-    t = lap("discover", t)
-    labels = tuple(s.label for s in use.services)
-    if use.mode is discover.Mode.UNUSED:
-        return Report(Outcome.SKIPPED, lineage.name,
-                      f"Postfix ({config.postfix.config_directory}) does not use lineage "
-                      f"{lineage.name}; nothing to do", mode=use.mode.value, dry_run=dry_run,
-                      timings=timings)
+        return grp.getgrnam(config.deploy.group).gr_gid
+    except KeyError as exc:
+        raise ConfigError(f"deploy.group: no such group {config.deploy.group!r}") from exc
 
+
+class _Clock:
+    def __init__(self) -> None:
+        self.start = self.last = time.monotonic()
+        self.timings: dict[str, float] = {}
+
+    def lap(self, name: str) -> None:
+        now = time.monotonic()
+        self.timings[name] = round(self.timings.get(name, 0.0) + now - self.last, 4)
+        self.last = now
+
+    def total(self) -> dict[str, float]:
+        self.timings["total"] = round(time.monotonic() - self.start, 4)
+        return self.timings
+
+
+# ----------------------------------------------------------------------------- validate
+def required_names(config: Config, use: discover.Usage) -> tuple[str, ...]:
+    """Host names the leaf must cover: myhostname and deploy.names when Postfix presents
+    the lineage by default, plus the SNI names that map to it."""
+    names: list[str] = []
+    if use.default_cert:
+        if config.deploy.require_myhostname and use.myhostname:
+            names.append(use.myhostname)
+        names.extend(config.deploy.names)
+    for sni in use.sni_maps:
+        names.extend(n for n in sni.names if not n.startswith("."))
+    return tuple(dict.fromkeys(n.lower().rstrip(".") for n in names))
+
+
+def validate_lineage(config: Config, lineage: Lineage, use: discover.Usage,
+                     now: dt.datetime | None = None) -> Validation:
+    """Every check on the lineage's files; nothing is changed here."""
+    now = now or dt.datetime.now(dt.UTC)
+    problems: list[str] = []
+    warnings: list[str] = []
+    fixes = perms.inspect(lineage, group_id(config))
+    exposed = perms.current_key_exposure(lineage, fixes)
+    if exposed is not None:
+        problems.append(f"{exposed.path}: private key is readable by other users (mode "
+                        f"{exposed.mode:04o}); it may have been copied. The hook tightens it to "
+                        f"{exposed.want:04o}; re-issue with a new key (certbot renew "
+                        f"--cert-name {lineage.name} --force-renewal) before deploying")
     try:
         new = bundle_mod.pair(lineage.read(lineage.privkey), str(lineage.privkey),
                               lineage.read(lineage.fullchain), str(lineage.fullchain))
     except BundleError as exc:
-        extra = ("; Postfix reads these files directly, so it would load the broken pair on "
-                 "its next restart or reload" if use.mode is discover.Mode.IN_PLACE else
-                 f"; {use.bundle_path} is unchanged and Postfix keeps serving it")
-        return Report(Outcome.REFUSED, lineage.name, f"refused: {exc}{extra}",
-                      mode=use.mode.value, dry_run=dry_run, services=labels, timings=timings)
-    t = lap("validate", t)
+        return Validation(None, (str(exc), *problems), tuple(warnings), fixes)
+    trust_store = validate.load_trust(config.probe.cafile, system=config.trust.system_store)
+    found = validate.check_chain(new.chain, trust=trust_store, now=now,
+                                 names=required_names(config, use), where=str(lineage.fullchain))
+    for p in found:
+        hint = ("; if Postfix presents other names, set deploy.require_myhostname = false and "
+                "list them in deploy.names" if p.code is Code.NAME_MISMATCH and use.default_cert
+                else "")
+        problems.append(f"{p}{hint}")
+    old = _old_leaf(lineage, use)
+    if (old is not None and bundle_mod.spki(old.public_key()) != bundle_mod.spki(new.leaf.public_key())
+            and not reuses_key(lineage)):
+        warnings.append(f"{lineage.privkey}: the private key changed and {lineage.renewal_conf()} "
+                        "has no 'reuse_key = True': DANE TLSA '3 1 1' records for the old key "
+                        "stop matching; publish the new TLSA record first, or set reuse_key")
+    return Validation(new, tuple(problems), tuple(warnings), fixes)
 
-    old_sha = _current_sha256(use.bundle_path) if use.mode is discover.Mode.STAGED else None
-    steps: list[str] = []
-    if use.mode is discover.Mode.STAGED:
-        steps.append(f"write {use.bundle_path} (mode 0600, key + {len(new.chain)} certificates), "
-                     f"keeping the current one as {use.bundle_path.name}{install.PREV_SUFFIX}")
-    steps.append(f"postfix -c {config.postfix.config_directory} check")
-    steps.append(" ".join(postfix.reload_command) or
-                 f"postfix -c {config.postfix.config_directory} reload")
-    steps.extend(f"prove {label} serves leaf sha256 {new.leaf_sha256}" for label in labels)
-    report = Report(Outcome.WOULD_DEPLOY, lineage.name, "", mode=use.mode.value, dry_run=dry_run,
-                    old_sha256=old_sha, new_sha256=new.leaf_sha256, bundle=str(use.bundle_path),
-                    steps=tuple(steps), services=labels, timings=timings)
-    if dry_run:
-        try:
-            postfix.check()
-        except PostfixError as exc:
-            return _replace(report, Outcome.REFUSED, f"the real run would fail: {exc}")
-        return _replace(report, Outcome.WOULD_DEPLOY,
-                        f"would deploy {new.leaf_sha256[:16]} for {lineage.name}")
 
-    staged = use.mode is discover.Mode.STAGED
-    if staged:
-        install.ensure_private_dir(use.bundle_path.parent)
-        install.atomic_write(use.bundle_path, new.postfix_chain_file(), keep_previous=True)
-        t = lap("apply", t)
+def _old_leaf(lineage: Lineage, use: discover.Usage) -> x509.Certificate | None:
+    paths = [s.path for s in use.staged if s.kind is not discover.Kind.KEY]
+    prev = previous_version(lineage)
+    if prev is not None:
+        paths.append(prev)
+    for path in paths:
+        with contextlib.suppress(OSError, BundleError):
+            return bundle_mod.parse_chain(path.read_bytes(), str(path))[0]
+    return None
+
+
+# ----------------------------------------------------------------------------- run
+def run(config: Config, lineage: Lineage, *, dry_run: bool = False,
+        log: Callable[..., object] | None = None) -> Report:
+    """Run the whole pipeline for ``lineage``; never raises for a bad bundle or Postfix."""
+    clock = _Clock()
+    postfix = postfix_for(config)
+    main_cf = config.postfix.config_directory / "main.cf"
+    try:
+        use = discover.usage(postfix, lineage, config.deploy.bundle_dir)
+    except PostfixError as exc:
+        return Report(Outcome.REFUSED, lineage.name, f"cannot read the Postfix configuration "
+                      f"({main_cf}): {exc}", dry_run=dry_run, timings=clock.total())
+    clock.lap("discover")
+    labels = tuple(s.label for s in use.services)
+    base = Report(Outcome.REFUSED, lineage.name, "", mode=use.mode.value, dry_run=dry_run,
+                  bundle=str(use.bundle_path), services=labels, timings=clock.timings)
+    if use.mode is discover.Mode.UNUSED:
+        return replace(base, outcome=Outcome.SKIPPED, timings=clock.total(),
+                       message=f"Postfix ({config.postfix.config_directory}) does not use lineage "
+                               f"{lineage.name}; nothing to do")
+
+    try:
+        checked = validate_lineage(config, lineage, use)
+    except (BundleError, ConfigError) as exc:
+        return replace(base, message=f"refused: {exc}", problems=(str(exc),), timings=clock.total())
+    clock.lap("validate")
+    old_sha = _staged_sha256(use)
+    base = replace(base, old_sha256=old_sha, warnings=checked.warnings)
+    if checked.bundle is not None:
+        base = replace(base, new_sha256=checked.bundle.leaf_sha256)
+    if checked.problems or checked.bundle is None:
+        if checked.fixes and not dry_run:
+            perms.apply(lineage, checked.fixes)  # tightening a key is always safe
+        return replace(base, problems=checked.problems, timings=clock.total(),
+                       message=f"refused: {checked.problems[0]}"
+                               f"{_unchanged(use, config)}"
+                               + (f" (+{len(checked.problems) - 1} more)"
+                                  if len(checked.problems) > 1 else ""))
+    new = checked.bundle
+    base = replace(base, new_sha256=new.leaf_sha256)
+
+    # Preflight: Postfix must be running and its configuration sound before we change anything.
     try:
         postfix.check()
-        t = lap("check", t)
-        postfix.reload()
-        t = lap("reload", t)
-        proof = prove.served(use.services, new.leaf_sha256, config)
-        t = lap("prove", t)
-        if not proof.ok:
-            raise PostfixError(f"proof failed: {proof.message}")
+        clock.lap("check")
+        _require_running(config, use)
     except PostfixError as exc:
-        if not staged:
-            return _replace(report, Outcome.ROLLBACK_FAILED,
-                            f"{exc}; Postfix reads certbot's files in place, nothing to roll back")
-        return _rollback(report, postfix, use, old_sha, config, str(exc))
-    timings["total"] = round(time.monotonic() - t0, 4)
-    return _replace(report, Outcome.DEPLOYED,
-                    f"deployed {new.leaf_sha256[:16]} for {lineage.name}; served on "
-                    f"{', '.join(labels) or 'no TLS service'}")
+        return replace(base, timings=clock.total(),
+                       message=f"refused before any change: {exc}{_unchanged(use, config)}")
+    clock.lap("status")
+
+    anchors = (trust.plan(config.trust, config.deploy.state_dir, lineage.name, new.chain)
+               if config.trust.import_anchors else None)
+    steps = _plan(config, use, new, checked, anchors, postfix)
+    base = replace(base, steps=steps)
+    if dry_run:
+        return replace(base, outcome=Outcome.WOULD_DEPLOY, timings=clock.total(),
+                       message=f"would deploy {new.leaf_sha256[:16]} for {lineage.name} "
+                               f"({use.mode.value}); the real run's checks pass")
+
+    # Apply.
+    gid = group_id(config)
+    perms.apply(lineage, checked.fixes)
+    staged_before = {s.path: _snapshot(s.path) for s in use.staged}
+    sni_backup: dict[Path, tuple[bytes, int] | None] = {}
+    try:
+        install.install_files([(s.path, new.file_for(s.kind.value)) for s in use.staged],
+                              mode=perms.key_mode(gid), gid=gid)
+        for sni in use.sni_maps:
+            sni_backup[sni.db] = _read_optional(sni.db)
+            _postmap(config, sni.spec)
+    except (PostfixError, OSError) as exc:  # e.g. disk full: put back what was written
+        _restore_sni(sni_backup)
+        _restore_staged(staged_before)
+        return replace(base, timings=clock.total(),
+                       message=f"refused: installing failed, previous files restored: {exc}")
+    clock.lap("apply")
+
+    # Reload and prove.
+    try:
+        postfix.reload()
+        clock.lap("reload")
+        _prove(use, new.leaf_sha256, config)
+        clock.lap("prove")
+    except PostfixError as exc:
+        clock.lap("prove")
+        return _rollback(base, postfix, use, old_sha, staged_before, sni_backup, config, str(exc),
+                         clock)
+    warnings = list(checked.warnings)
+    if anchors is not None:
+        result = trust.apply(anchors, config.deploy.state_dir, lineage.name)
+        if not result.ok:
+            warnings.append(f"trust anchors: {result.message}")
+        clock.lap("trust")
+    served = ", ".join(labels + tuple(f"SNI {n}" for m in use.sni_maps for n in m.names))
+    return replace(base, outcome=Outcome.DEPLOYED, warnings=tuple(warnings), timings=clock.total(),
+                   message=f"deployed {new.leaf_sha256[:16]} for {lineage.name}; served on "
+                           f"{served or 'no TLS service'}")
+
+
+def _unchanged(use: discover.Usage, config: Config) -> str:
+    if use.mode is discover.Mode.IN_PLACE:
+        return ("; Postfix reads these files in place, so it would load the broken pair on its "
+                "next restart or reload (run 'renew-check adopt' to stage them instead)")
+    if use.mode is discover.Mode.STAGED:
+        return f"; {', '.join(str(s.path) for s in use.staged)} unchanged, Postfix keeps serving it"
+    return "; the SNI table is unchanged"
+
+
+def _plan(config: Config, use: discover.Usage, new: bundle_mod.Bundle, checked: Validation,
+          anchors: trust.AnchorPlan | None, postfix: Postfix) -> tuple[str, ...]:
+    gid = group_id(config)
+    mode = perms.key_mode(gid)
+    steps = [f"fix {f.describe()}" for f in checked.fixes]
+    for s in use.staged:
+        what = {"chain": f"key + {len(new.chain)} certificates", "cert":
+                f"{len(new.chain)} certificates", "key": "private key"}[s.kind.value]
+        group = f" group {config.deploy.group}" if gid is not None else ""
+        steps.append(f"write {s.path} (mode {mode:04o}{group}, {what}), keeping the current "
+                     f"one as {s.path.name}{install.PREV_SUFFIX}")
+    steps.extend(f"postmap -F {m.spec} (SNI {', '.join(m.names)})" for m in use.sni_maps)
+    steps.append(" ".join(postfix.reload_command) or
+                 f"postfix -c {config.postfix.config_directory} reload")
+    steps.extend(f"prove {s.label} serves leaf sha256 {new.leaf_sha256}" for s in use.services)
+    steps.extend(f"prove SNI {n} serves leaf sha256 {new.leaf_sha256}"
+                 for m in use.sni_maps for n in m.names if not n.startswith("."))
+    if anchors is not None:
+        steps.append(anchors.describe())
+    return tuple(steps)
+
+
+def _prove(use: discover.Usage, sha: str, config: Config) -> None:
+    proof = prove.served(use.services, sha, config)
+    if not proof.ok:
+        raise PostfixError(f"proof failed: {proof.message}")
+    sni_services = use.tls_services[:1]
+    for m in use.sni_maps:
+        for name in m.names:
+            if name.startswith("."):
+                continue
+            proof = prove.served(sni_services, sha, config, servername=name)
+            if not proof.ok:
+                raise PostfixError(f"proof failed: {proof.message}")
+
+
+def _require_running(config: Config, use: discover.Usage) -> None:
+    """Is the master process alive (``$queue_directory/pid/master.pid``)? Cheaper than
+    ``postfix status`` (another process) and the same test."""
+    pid_file = Path(use.queue_directory or "/var/spool/postfix") / "pid" / "master.pid"
+    try:
+        pid = int(pid_file.read_text().strip())
+        os.kill(pid, 0)
+    except (OSError, ValueError) as exc:
+        raise PostfixError(f"Postfix ({config.postfix.config_directory}) is not running "
+                           f"({pid_file}: {getattr(exc, 'strerror', None) or exc}); nothing was "
+                           "installed: start it, then run the hook again with --lineage") from exc
+
+
+def _postmap(config: Config, spec: str) -> None:
+    argv = ["postmap", "-F", "-c", str(config.postfix.config_directory), spec]
+    res = run_on_pty(argv)
+    if not res.ok:
+        raise PostfixError(f"'{' '.join(argv)}' failed (exit {res.returncode})", res.output)
+
+
+def _read_optional(path: Path) -> tuple[bytes, int] | None:
+    try:
+        return path.read_bytes(), os.stat(path).st_mode & 0o7777
+    except FileNotFoundError:
+        return None
+
+
+def _restore_sni(backup: dict[Path, tuple[bytes, int] | None]) -> None:
+    for path, saved in backup.items():
+        if saved is None:
+            with contextlib.suppress(FileNotFoundError):
+                path.unlink()
+        else:
+            install.atomic_write(path, saved[0], mode=saved[1])
+
+
+def _snapshot(path: Path) -> tuple[bytes, int, int] | None:
+    """Content, mode and group of a staged file before we replace it (None: absent)."""
+    try:
+        st = path.stat()
+        return path.read_bytes(), st.st_mode & 0o7777, st.st_gid
+    except FileNotFoundError:
+        return None
+
+
+def _restore_staged(before: dict[Path, tuple[bytes, int, int] | None]) -> bool:
+    """Put every staged file back as it was before this run (atomically, from memory, so a
+    run that failed half way through a split cert/key pair never mixes versions)."""
+    ok = True
+    for path, saved in before.items():
+        if saved is None:
+            ok = False  # nothing to go back to; leave the new (validated) file
+            continue
+        data, mode, gid = saved
+        with contextlib.suppress(FileNotFoundError):
+            if path.read_bytes() == data:
+                continue
+        install.atomic_write(path, data, mode=mode, gid=gid)
+    return ok
 
 
 def _rollback(report: Report, postfix: Postfix, use: discover.Usage, old_sha: str | None,
-              config: Config, why: str) -> Report:
-    if old_sha is None or not install.restore_previous(use.bundle_path):
-        return _replace(report, Outcome.ROLLBACK_FAILED,
-                        f"{why}; no previous bundle to restore at {use.bundle_path}")
+              before: dict[Path, tuple[bytes, int, int] | None],
+              sni_backup: dict[Path, tuple[bytes, int] | None],
+              config: Config, why: str, clock: _Clock) -> Report:
+    def failed(message: str) -> Report:
+        return replace(report, outcome=Outcome.ROLLBACK_FAILED, message=message,
+                       timings=clock.total())
+
+    if use.mode is discover.Mode.IN_PLACE:
+        return failed(f"{why}; Postfix reads certbot's files in place, so there is nothing to "
+                      "roll back to: fix the lineage and reload Postfix now")
+    _restore_sni(sni_backup)
+    if use.staged and (old_sha is None or not _restore_staged(before)):
+        return failed(f"{why}; no previous bundle to restore at {use.bundle_path}")
     try:
-        postfix.check()
         postfix.reload()
-        proof = prove.served(use.services, old_sha, config)
+        if old_sha is not None:
+            _prove(use, old_sha, config)
     except PostfixError as exc:
-        return _replace(report, Outcome.ROLLBACK_FAILED, f"{why}; rollback failed too: {exc}")
-    if not proof.ok:
-        return _replace(report, Outcome.ROLLBACK_FAILED,
-                        f"{why}; rolled back but the old certificate is not served: {proof.message}")
-    return _replace(report, Outcome.ROLLED_BACK,
-                    f"{why}; rolled back: the previous certificate {old_sha[:16]} is served again")
+        return failed(f"{why}; rollback failed too: {exc}")
+    clock.lap("rollback")
+    return replace(report, outcome=Outcome.ROLLED_BACK, timings=clock.total(),
+                   message=f"{why}; rolled back: the previous certificate "
+                           f"{(old_sha or '')[:16]} is served again")
 
 
-def _replace(report: Report, outcome: Outcome, message: str) -> Report:
-    return replace(report, outcome=outcome, message=message)
-
-
-def _current_sha256(path: Path) -> str | None:
-    try:
-        data = path.read_bytes()
-    except FileNotFoundError:
-        return None
-    try:
-        return bundle_mod.fingerprint(bundle_mod.parse_chain(data, str(path))[0])
-    except BundleError:
-        return None
+def _staged_sha256(use: discover.Usage) -> str | None:
+    for s in use.staged:
+        if s.kind is discover.Kind.KEY:
+            continue
+        try:
+            data = s.path.read_bytes()
+            return bundle_mod.fingerprint(bundle_mod.parse_chain(data, str(s.path))[0])
+        except (OSError, BundleError):
+            return None
+    return None
 
 
 def write_record(state_dir: Path, report: Report) -> Path:
@@ -200,3 +462,4 @@ def write_record(state_dir: Path, report: Report) -> Path:
     record = {"time": time.time(), **report.as_record()}
     install.atomic_write(path, json.dumps(record, indent=2).encode() + b"\n", mode=0o644)
     return path
+

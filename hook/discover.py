@@ -1,9 +1,11 @@
-"""Which Postfix TLS settings and services use a lineage.
+"""Which Postfix TLS settings, services and SNI maps use a lineage.
 
 Postfix reads server certificates from ``smtpd_tls_chain_files`` (3.4+) or the older
 ``smtpd_tls_{,ec,d}{cert,key}_file`` pairs, globally in main.cf or per service with
-``-o`` in master.cf. A lineage is *staged* when Postfix reads our bundle for it, *in
-place* when Postfix reads certbot's ``live/``/``archive/`` files directly.
+``-o`` in master.cf, and per client-sent name from ``tls_server_sni_maps`` (built with
+``postmap -F``, so the table holds a copy of the files). A lineage is *staged* when
+Postfix reads our bundle for it, *in place* when Postfix reads certbot's
+``live/``/``archive/`` files directly, *sni_map* when only an SNI table uses it.
 """
 
 from __future__ import annotations
@@ -13,6 +15,7 @@ from dataclasses import dataclass
 from enum import StrEnum
 from pathlib import Path
 
+from hook.errors import PostfixError
 from hook.lineage import Lineage
 from hook.postfix import Postfix, Service
 
@@ -24,12 +27,40 @@ SERVER_FILE_PARAMS = (
 )
 TLS_LEVEL_PARAMS = ("smtpd_tls_security_level", "smtpd_use_tls", "smtpd_enforce_tls",
                     "postscreen_tls_security_level")
+OTHER_PARAMS = ("myhostname", "tls_server_sni_maps", "queue_directory")
+# postmap -F table types and the file each one writes next to its source
+DB_SUFFIX = {"hash": ".db", "btree": ".db", "lmdb": ".lmdb", "cdb": ".cdb", "dbm": ".db"}
 
 
 class Mode(StrEnum):
     STAGED = "staged"
     IN_PLACE = "in_place"
+    SNI_MAP = "sni_map"
     UNUSED = "unused"
+
+
+class Kind(StrEnum):
+    """What a staged file holds."""
+
+    CHAIN = "chain"  # key + leaf + intermediates, for smtpd_tls_chain_files (Postfix >= 3.4)
+    CERT = "cert"    # leaf + intermediates, for smtpd_tls_cert_file (older Postfix)
+    KEY = "key"      # the private key alone, for smtpd_tls_key_file (older Postfix)
+
+
+@dataclass(frozen=True)
+class Staged:
+    path: Path
+    kind: Kind
+
+
+@dataclass(frozen=True)
+class SniMap:
+    """One ``tls_server_sni_maps`` table with entries that use the lineage."""
+
+    spec: str
+    source: Path
+    db: Path
+    names: tuple[str, ...]
 
 
 @dataclass(frozen=True)
@@ -39,11 +70,30 @@ class Usage:
     references: tuple[str, ...]
     """``param = file`` (or ``service: param = file``) lines that point at the lineage."""
     services: tuple[Service, ...]
-    """The TLS services (STARTTLS or implicit) whose certificate the lineage provides."""
+    """The TLS services (STARTTLS or implicit) whose default certificate the lineage provides."""
+    staged: tuple[Staged, ...] = ()
+    """The hook-owned files Postfix reads for this lineage (empty unless STAGED)."""
+    sni_maps: tuple[SniMap, ...] = ()
+    tls_services: tuple[Service, ...] = ()
+    """Every TLS service (used to prove SNI names)."""
+    myhostname: str = ""
+    queue_directory: str = ""
+
+    @property
+    def default_cert(self) -> bool:
+        """Does Postfix present this lineage without SNI (so it must cover myhostname)?"""
+        return bool(self.services)
 
 
 def bundle_path(bundle_dir: Path, lineage: Lineage) -> Path:
     return bundle_dir / f"{lineage.name}.pem"
+
+
+def staged_paths(bundle_dir: Path, lineage: Lineage) -> dict[Path, Kind]:
+    """The files the hook may own for a lineage: NAME.pem, or NAME.crt + NAME.key."""
+    return {bundle_dir / f"{lineage.name}.pem": Kind.CHAIN,
+            bundle_dir / f"{lineage.name}.crt": Kind.CERT,
+            bundle_dir / f"{lineage.name}.key": Kind.KEY}
 
 
 def _files(value: str) -> list[str]:
@@ -72,26 +122,68 @@ def tls_enabled(service: Service, params: dict[str, str]) -> bool:
     return "yes" in (use, enforce)
 
 
+def sni_entries(text: str) -> list[tuple[str, list[str]]]:
+    """Parse a postmap source file: ``key value...`` lines, continuation lines indented."""
+    entries: list[tuple[str, list[str]]] = []
+    for raw in text.splitlines():
+        line = raw.rstrip()
+        if not line.strip() or line.lstrip().startswith("#"):
+            continue
+        if line[0].isspace() and entries:
+            entries[-1][1].extend(_files(line))
+            continue
+        key, *rest = line.split(None, 1)
+        entries.append((key.lower(), _files(rest[0]) if rest else []))
+    return entries
+
+
+def _sni_maps(value: str, roots: tuple[str, ...], refs: list[str]) -> list[SniMap]:
+    maps = []
+    for spec in _files(value):
+        kind, _, name = spec.partition(":")
+        if kind not in DB_SUFFIX or not name.startswith("/"):
+            continue  # e.g. texthash cannot hold postmap -F data; nothing we can rebuild
+        source = Path(name)
+        try:
+            text = source.read_text(errors="replace")
+        except OSError as exc:
+            raise PostfixError(f"{source}: cannot read tls_server_sni_maps source "
+                               f"({exc.strerror})") from exc
+        names = []
+        for key, files in sni_entries(text):
+            hits = [f for f in files if _points_at(f, roots)]
+            if hits:
+                names.append(key)
+                refs.extend(f"{spec} {key}: {f}" for f in hits)
+        if names:
+            maps.append(SniMap(spec, source, Path(name + DB_SUFFIX[kind]), tuple(names)))
+    return maps
+
+
 def usage(postfix: Postfix, lineage: Lineage, bundle_dir: Path) -> Usage:
     """Find how (and whether) Postfix uses ``lineage``; lists the services to prove."""
-    params = postfix.parameters(*SERVER_FILE_PARAMS, *TLS_LEVEL_PARAMS)
+    params = postfix.parameters(*SERVER_FILE_PARAMS, *TLS_LEVEL_PARAMS, *OTHER_PARAMS)
     services = postfix.services()
     bundle = bundle_path(bundle_dir, lineage)
-    bundle_roots = (str(bundle),)
+    owned = staged_paths(bundle_dir, lineage)
+    bundle_roots = tuple(str(p) for p in owned)
     lineage_roots = tuple(dict.fromkeys(
         str(p) for base in (lineage.live, lineage.archive) for p in (base, Path(os.path.realpath(base)))
     ))
     refs: list[str] = []
-    staged = in_place = False
+    staged: dict[Path, Kind] = {}
+    in_place = False
     users: list[Service] = []
 
     def scan(where: str, values: dict[str, str]) -> bool:
-        nonlocal staged, in_place
+        nonlocal in_place
         hit = False
         for name in SERVER_FILE_PARAMS:
             for f in _files(values.get(name, "")):
                 if _points_at(f, bundle_roots):
-                    staged = hit = True
+                    hit = True
+                    path = Path(f)
+                    staged[path] = owned.get(path, Kind.CHAIN)
                     refs.append(f"{where}{name} = {f}")
                 elif _points_at(f, lineage_roots):
                     in_place = hit = True
@@ -99,14 +191,25 @@ def usage(postfix: Postfix, lineage: Lineage, bundle_dir: Path) -> Usage:
         return hit
 
     global_hit = scan("", params)
-    for svc in services:
-        if not tls_enabled(svc, params):
-            continue
+    tls_services = [svc for svc in services if tls_enabled(svc, params)]
+    for svc in tls_services:
         own = {k: v for k, v in svc.overrides.items() if k in SERVER_FILE_PARAMS}
         if own:
             if scan(f"master.cf {svc.name}: ", own):
                 users.append(svc)
         elif global_hit:
             users.append(svc)
-    mode = Mode.STAGED if staged else Mode.IN_PLACE if in_place else Mode.UNUSED
-    return Usage(mode, bundle, tuple(refs), tuple(users))
+    sni = _sni_maps(params.get("tls_server_sni_maps", ""), lineage_roots + bundle_roots, refs)
+    if staged:
+        mode = Mode.STAGED
+    elif in_place:
+        mode = Mode.IN_PLACE
+    elif sni:
+        mode = Mode.SNI_MAP
+    else:
+        mode = Mode.UNUSED
+    return Usage(mode, bundle, tuple(refs), tuple(users),
+                 staged=tuple(Staged(p, k) for p, k in staged.items()),
+                 sni_maps=tuple(sni), tls_services=tuple(tls_services),
+                 myhostname=params.get("myhostname", ""),
+                 queue_directory=params.get("queue_directory", ""))

@@ -39,7 +39,7 @@ def atomic_write(target: Path, data: bytes, *, mode: int = 0o600, gid: int | Non
     try:
         with os.fdopen(fd, "wb") as fh:
             if gid is not None:
-                os.fchown(fh.fileno(), 0, gid)
+                os.fchown(fh.fileno(), -1, gid)
             os.fchmod(fh.fileno(), mode)
             fh.write(data)
             fh.flush()
@@ -54,13 +54,42 @@ def atomic_write(target: Path, data: bytes, *, mode: int = 0o600, gid: int | Non
     fsync_dir(directory)
 
 
+def install_files(files: list[tuple[Path, bytes]], *, mode: int = 0o600,
+                  gid: int | None = None) -> None:
+    """The hook's install step: each staged file replaced atomically, previous kept as
+    ``.prev``; leftovers of a killed earlier run are removed first."""
+    for target, data in files:
+        ensure_private_dir(target.parent)
+        cleanup_temps(target)
+        atomic_write(target, data, mode=mode, gid=gid, keep_previous=True)
+
+
 def link_over(src: Path, dst: Path) -> None:
     """Make ``dst`` a hard link to ``src``, replacing ``dst`` atomically."""
+    with contextlib.suppress(FileNotFoundError):
+        if os.path.samestat(os.stat(src), os.stat(dst)):
+            return  # already the same file
     tmp = dst.with_name(f".{dst.name}.{os.getpid()}.lnk")
     with contextlib.suppress(FileNotFoundError):
         os.unlink(tmp)
     os.link(src, tmp)
     os.replace(tmp, dst)
+    # rename(2) does nothing when both names are links to one file: never leave tmp behind
+    with contextlib.suppress(FileNotFoundError):
+        os.unlink(tmp)
+
+
+def cleanup_temps(target: Path) -> tuple[Path, ...]:
+    """Remove temp files a killed earlier run left next to ``target`` (never the target)."""
+    removed = []
+    patterns = (f".{target.name}.*.tmp", f".{target.name}{PREV_SUFFIX}.*.lnk")
+    if target.parent.is_dir():
+        for pattern in patterns:
+            for leftover in target.parent.glob(pattern):
+                with contextlib.suppress(FileNotFoundError):
+                    leftover.unlink()
+                    removed.append(leftover)
+    return tuple(removed)
 
 
 def restore_previous(target: Path) -> bool:

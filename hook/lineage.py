@@ -8,6 +8,7 @@ only if its real path stays inside that lineage's ``archive/NAME/`` (or ``live/N
 from __future__ import annotations
 
 import os
+import re
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -45,7 +46,14 @@ class Lineage:
     def read(self, path: Path) -> bytes:
         """Read a lineage file, refusing a symlink that leads out of the lineage."""
         real = Path(os.path.realpath(path))
-        allowed = (Path(os.path.realpath(self.archive)), Path(os.path.realpath(self.live)))
+        # The config dir may sit behind a symlink; the lineage's own directories may not
+        # (archive/NAME -> /elsewhere would make "inside archive/NAME" meaningless).
+        allowed = tuple(Path(os.path.realpath(self.config_dir / sub)) / self.name
+                        for sub in ("archive", "live"))
+        for sub in ("archive", "live"):
+            if (self.config_dir / sub / self.name).is_symlink():
+                raise BundleError(str(self.config_dir / sub / self.name),
+                                  "lineage directory is a symlink; refusing to follow it")
         if not any(real.is_relative_to(a) for a in allowed):
             raise BundleError(str(path), f"resolves to {real}, outside {self.archive}; refusing "
                               "to follow a symlink out of the lineage")
@@ -57,6 +65,29 @@ class Lineage:
             raise BundleError(str(path), f"cannot open: {exc.strerror}") from exc
         with os.fdopen(fd, "rb") as fh:
             return fh.read()
+
+
+def reuses_key(lineage: Lineage) -> bool:
+    """Does ``renewal/NAME.conf`` say ``reuse_key = True`` (certbot keeps the key)?"""
+    try:
+        text = lineage.renewal_conf().read_text(errors="replace")
+    except OSError:
+        return False
+    for line in text.splitlines():
+        key, sep, value = line.partition("=")
+        if sep and key.strip() == "reuse_key":
+            return value.strip().lower() in ("true", "1", "yes", "on")
+    return False
+
+
+def previous_version(lineage: Lineage, kind: str = "cert") -> Path | None:
+    """``archive/NAME/certN-1.pem`` when ``live/NAME/cert.pem`` points at ``certN.pem``."""
+    target = Path(os.path.realpath(lineage.live / f"{kind}.pem"))
+    match = re.fullmatch(rf"{kind}(\d+)\.pem", target.name)
+    if not match or int(match.group(1)) < 2:
+        return None
+    prev = target.with_name(f"{kind}{int(match.group(1)) - 1}.pem")
+    return prev if prev.is_file() and not prev.is_symlink() else None
 
 
 def resolve(path: str | os.PathLike[str], config_dir: Path) -> Lineage:

@@ -24,15 +24,18 @@ class Proof:
     probes: int
 
 
-def target_for(service: Service) -> Target:
-    return Target(service.host, service.port, implicit_tls=service.implicit_tls)
+def target_for(service: Service, servername: str | None = None) -> Target:
+    return Target(service.host, service.port, implicit_tls=service.implicit_tls,
+                  servername=servername)
 
 
 def served_sha256(result: ProbeResult) -> str | None:
     return fingerprint(result.handshake.leaf) if result.handshake and result.handshake.chain else None
 
 
-def served(services: Sequence[Service], expected_sha256: str, config: Config) -> Proof:
+def served(services: Sequence[Service], expected_sha256: str, config: Config,
+           servername: str | None = None) -> Proof:
+    """Every service serves ``expected_sha256`` (to ``servername`` via SNI, if given)."""
     deadline = time.monotonic() + config.deploy.proof_timeout
     need = config.deploy.proof_consecutive
     total = 0
@@ -41,10 +44,11 @@ def served(services: Sequence[Service], expected_sha256: str, config: Config) ->
         last = "no probe yet"
         while streak < need:
             if time.monotonic() > deadline:
-                return Proof(False, f"{svc.label} did not serve {expected_sha256[:16]} "
+                sni = f" (SNI {servername})" if servername else ""
+                return Proof(False, f"{svc.label}{sni} did not serve {expected_sha256[:16]} "
                              f"{need} times in a row within {config.deploy.proof_timeout:g} s "
                              f"(last: {last})", total)
-            result = probe(target_for(svc), timeout=min(config.probe.timeout,
+            result = probe(target_for(svc, servername), timeout=min(config.probe.timeout,
                                                         max(0.5, deadline - time.monotonic())))
             total += 1
             sha = served_sha256(result)

@@ -407,8 +407,10 @@ class Stack:
     def state_dir(self) -> Path:
         return self.base / "state"
 
-    def write_config(self, **sections: dict[str, object]) -> Path:
-        """Write the TOML config our tools read; keyword args add or override sections."""
+    def write_config(self, path: Path | None = None, **sections: dict[str, object]) -> Path:
+        """Write the TOML config our tools read; keyword args add or override sections.
+
+        ``path``: write there instead of :attr:`config_file` (a second configuration)."""
         data: dict[str, dict[str, object]] = {
             "postfix": {"config_directory": str(self.postfix.config_dir)},
             "certbot": {"config_dir": str(self.certbot.config_dir)},
@@ -420,10 +422,11 @@ class Stack:
         }
         for name, values in sections.items():
             data.setdefault(name, {}).update(values)
-        self.config_file.write_text("".join(
+        target = path or self.config_file
+        target.write_text("".join(
             f"[{name}]\n" + "".join(f"{k} = {_toml(v)}\n" for k, v in values.items()) + "\n"
             for name, values in data.items()))
-        return self.config_file
+        return target
 
     def env(self) -> dict[str, str]:
         return {"POSTFIX_CERTWATCH_CONFIG": str(self.config_file)}
