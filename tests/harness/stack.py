@@ -329,6 +329,12 @@ class PostfixInstance:
         self.extra_main.update(params)
         write_backdated(self.config_dir / "main.cf", self.main_cf())
 
+    def reset_main(self, *names: str) -> None:
+        """Drop parameters added with :meth:`set_main` (back to the harness defaults)."""
+        for name in names or tuple(self.extra_main):
+            self.extra_main.pop(name, None)
+        write_backdated(self.config_dir / "main.cf", self.main_cf())
+
     def master_pid(self) -> int | None:
         try:
             pid = int((self.spool / "pid" / "master.pid").read_text().strip())
