@@ -137,16 +137,14 @@ def deep_problems(deep: DeepResult, role: Role, where: str) -> list[Problem]:
     problems = []
     bad = Status.WARNING if role.opportunistic else Status.CRITICAL
     if deep.anonymous_cipher:
-        why = ("on an opportunistic port 25 this is harmless to a sender that verifies nothing, "
-               "but any client that offers anonymous ciphers first" if role.opportunistic else
-               f"on {role.value}, where clients send passwords, a client that offers "
-               "anonymous ciphers")
+        why = ("harmless to opportunistic delivery, which verifies nothing anyway" if
+               role.opportunistic else f"on {role.value} clients send passwords")
         problems.append(Problem(
             Code.ANONYMOUS_CIPHERS, bad,
-            f"{where}: accepts the anonymous cipher {deep.anonymous_cipher}: no certificate is "
-            f"sent in such a session, so {why} gets no certificate at all (checkers then "
-            "call a correct certificate 'Untrusted') and cannot tell the server from an "
-            "interceptor", FIX_ANONYMOUS))
+            f"{where}: accepts the anonymous cipher {deep.anonymous_cipher}: the server then "
+            "sends no certificate, so a client that offers anonymous ciphers first sees none "
+            "(checkers call a correct certificate 'Untrusted') and cannot tell the server "
+            f"from an interceptor; {why}", FIX_ANONYMOUS))
     if deep.weak_protocols:
         why = ("on port 25 disabling them makes a sender that cannot do better fall back to "
                "clear text; many operators accept that" if role.opportunistic else
