@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pytest
 
-from hook.bundle import fingerprint
+from hook.bundle import fingerprint, parse_chain
 from hook.judge import Role, Verdict, judge
 from hook.probe import ProbeResult, Target, probe, probe_deep
 from hook.validate import Trust, load_trust
@@ -90,7 +90,7 @@ def verdicts(stack: Stack, trust: Trust, *, deep: bool = False, expected: str | 
 
 
 def serves(path: Path) -> Callable[[ProbeResult], bool]:
-    want = fingerprint(__import__("hook.bundle").bundle.parse_chain(path.read_bytes(), "x")[0])
+    want = fingerprint(parse_chain(path.read_bytes(), str(path))[0])
     return lambda r: r.handshake is not None and fingerprint(r.handshake.leaf) == want
 
 
@@ -167,8 +167,7 @@ def test_stale_certificate(pf_stack: Stack, trust: Trust, ca: MiniCA,
     ``stale``, naming both fingerprints."""
     path = ca.issue([DOMAIN]).write_chain_file(tmp_path / "copy.pem")
     configure(serves(path), smtpd_tls_chain_files=str(path))
-    disk = fingerprint(__import__("hook.bundle").bundle.parse_chain(
-        (pf_stack.lineage / "cert.pem").read_bytes(), "cert.pem")[0])
+    disk = fingerprint(parse_chain((pf_stack.lineage / "cert.pem").read_bytes(), "cert.pem")[0])
     for v in verdicts(pf_stack, trust, expected=disk):
         assert v.codes == (Code.STALE,)
         assert disk[:16] in v.problems[0].detail
@@ -205,9 +204,7 @@ def test_key_not_matching_certificate(pf_stack: Stack, trust: Trust, ca: MiniCA,
     answers 454 (``starttls_refused``) and the implicit-TLS port fails the handshake."""
     good, other = ca.issue([DOMAIN]), ca.issue([DOMAIN])
     path = tmp_path / "mismatch.pem"
-    path.write_bytes(other.key_pem() + good.cert.public_bytes(
-        __import__("cryptography.hazmat.primitives.serialization").hazmat.primitives
-        .serialization.Encoding.PEM))
+    path.write_bytes(other.key_pem() + good.cert_pem())
     configure(lambda r: r.handshake is None, smtpd_tls_chain_files=str(path))
     mx, sub, smtps = verdicts(pf_stack, trust)
     assert mx.codes == (Code.STARTTLS_REFUSED,) and sub.codes == (Code.STARTTLS_REFUSED,)

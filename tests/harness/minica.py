@@ -44,6 +44,13 @@ class Issued:
                                       serialization.PrivateFormat.PKCS8,
                                       serialization.NoEncryption())
 
+    def cert_pem(self) -> bytes:
+        return _pem(self.cert)
+
+    def chain_pem(self) -> bytes:
+        """Leaf and issuers, like certbot's fullchain.pem."""
+        return b"".join(_pem(c) for c in (self.cert, *self.chain))
+
     def write_chain_file(self, path: Path, *, with_chain: bool = True) -> Path:
         """One file for ``smtpd_tls_chain_files``: key, leaf, then (optionally) issuers."""
         certs = (self.cert, *self.chain) if with_chain else (self.cert,)
