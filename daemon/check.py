@@ -129,9 +129,9 @@ def _check(args: argparse.Namespace, cfg: Any) -> int:
 def _probe(args: argparse.Namespace, cfg: Any) -> int:
     from pathlib import Path  # noqa: PLC0415
 
-    from daemon import render, survey  # noqa: PLC0415
+    from daemon import render  # noqa: PLC0415
     from hook import bundle  # noqa: PLC0415
-    from hook.judge import judge, role_for  # noqa: PLC0415
+    from hook.judge import judge, role_for, thresholds_of  # noqa: PLC0415
     from hook.probe import Target, map_bounded, probe, probe_deep  # noqa: PLC0415
     from hook.validate import load_trust  # noqa: PLC0415
     from hook.verdict import worst  # noqa: PLC0415
@@ -161,7 +161,7 @@ def _probe(args: argparse.Namespace, cfg: Any) -> int:
     results = map_bounded(one, targets, host=lambda t: t.host, per_host=cfg.probe.per_host,
                           workers=cfg.probe.workers)
     verdicts = [judge(res, trust=trust, names=[t.sni] if t.sni else [], expected_sha256=expected,
-                      thresholds=survey.thresholds_of(cfg), deep=dr, role=role_for(t))
+                      thresholds=thresholds_of(cfg.probe), deep=dr, role=role_for(t))
                 for t, (res, dr) in zip(targets, results, strict=True)]
     status = worst([v.status for v in verdicts])
     _print(args, render.probe_json(verdicts, status),

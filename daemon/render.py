@@ -24,7 +24,7 @@ are never removed or renamed within a schema version, only added)::
           "status", "problems": [PROBLEM], "leaf_sha256", "expected_sha256": [..],
           "not_after", "lifetime_left", "protocol", "cipher", "starttls_advertised",
           "seconds",
-          "deep": null | {"accepted": {"anonymous"|"TLSv1"|"TLSv1.1": "TLSv1.2 ADH-..."},
+          "deep": null | {"accepted": {"anonymous"|"TLSv1"|"TLSv1.1": "TLSv1.2 AECDH-..."},
                           "refused": [..], "inconclusive": {name: reason}, "seconds"} } ],
       "audit": [PROBLEM],                    # check: Postfix TLS configuration findings
       "lineages": [ {                        # dry-run: the deploy pipeline's report

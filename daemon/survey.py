@@ -22,6 +22,7 @@ from hook.config import Config
 from hook.deploy import postfix_for
 from hook.errors import BundleError, Error
 from hook.judge import Thresholds, Verdict, expiry_problems, judge, lifetime_left, role_for
+from hook.judge import thresholds_of as judge_thresholds
 from hook.postfix import Service
 from hook.probe import DeepResult, ProbeResult, Target, map_bounded, probe, probe_deep
 from hook.validate import Trust, check_chain, load_trust, names_of
@@ -86,8 +87,7 @@ class Survey:
 
 
 def thresholds_of(config: Config) -> Thresholds:
-    p = config.probe
-    return Thresholds(p.warning_fraction, p.critical_fraction, p.warning_days, p.critical_days)
+    return judge_thresholds(config.probe)
 
 
 def survey(config: Config, *, lineages: Sequence[str] = (), deep: bool | None = None,

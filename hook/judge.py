@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from enum import StrEnum
 
 from hook.bundle import fingerprint
+from hook.config import ProbeConfig
 from hook.probe import DeepResult, Failure, ProbeResult, Target
 from hook.validate import Trust, check_chain
 from hook.verdict import Code, Problem, Status, worst
@@ -92,6 +93,12 @@ class Thresholds:
         warn = max(self.warning_fraction * lifetime_days, min(self.warning_days, cap))
         crit = max(self.critical_fraction * lifetime_days, min(self.critical_days, cap))
         return warn, min(crit, warn)
+
+
+def thresholds_of(probe_config: ProbeConfig) -> Thresholds:
+    """The thresholds configured in ``[probe]``."""
+    p = probe_config
+    return Thresholds(p.warning_fraction, p.critical_fraction, p.warning_days, p.critical_days)
 
 
 def lifetime_left(not_before: dt.datetime, not_after: dt.datetime, now: dt.datetime) -> float:

@@ -115,7 +115,7 @@ class DeepResult:
     """What the extra (deliberately weak) handshakes showed.
 
     ``accepted`` maps each extra handshake the server completed to what was negotiated
-    (``"TLSv1.2 ADH-AES256-GCM-SHA384"``); ``refused`` lists those it turned down;
+    (``"TLSv1.2 AECDH-AES256-SHA"``); ``refused`` lists those it turned down;
     ``inconclusive`` those that could not be tried (timeout, busy, ...) with the reason.
     ``weak_handshake`` is the session seen over the oldest accepted protocol: when a
     server speaks nothing newer, it is the only way to see its certificate.
@@ -162,7 +162,9 @@ def extra_context(extra: Extra) -> ssl.SSLContext:
         warnings.simplefilter("ignore", DeprecationWarning)
         if extra is Extra.ANONYMOUS:
             ctx.maximum_version = ssl.TLSVersion.TLSv1_2  # TLS 1.3 has no anonymous suites
-            ctx.set_ciphers("aNULL:@SECLEVEL=0")
+            # Anonymous ECDH first: the same answer as ADH, ~20x cheaper for both sides
+            # than finite-field DH; ADH only for servers that offer nothing else.
+            ctx.set_ciphers("kECDHE+aNULL:aNULL:!eNULL:@SECLEVEL=0")
         else:
             version = ssl.TLSVersion.TLSv1 if extra is Extra.TLS1 else ssl.TLSVersion.TLSv1_1
             ctx.minimum_version = version

@@ -78,7 +78,7 @@ def test_deep_findings_warn_on_mx_and_are_critical_on_submission() -> None:
     leaf = ca.issue(["mail.example.test"])
     trust = Trust((ca.root,), ("test",))
     deep = DeepResult(Target("127.0.0.1", 25),
-                      ((Extra.ANONYMOUS, "TLSv1.2 ADH-AES256-GCM-SHA384"), (Extra.TLS1, "TLSv1 x")),
+                      ((Extra.ANONYMOUS, "TLSv1.2 AECDH-AES256-SHA"), (Extra.TLS1, "TLSv1 x")),
                       (Extra.TLS1_1,), (), None, 0.01)
     for role, status in ((Role.MX, Status.WARNING), (Role.SUBMISSION, Status.CRITICAL)):
         v = judge(_result((leaf.cert, *leaf.chain)), trust=trust, now=NOW, deep=deep, role=role,
