@@ -132,7 +132,7 @@ def _probe(args: argparse.Namespace, cfg: Any) -> int:
     from daemon import render  # noqa: PLC0415
     from hook import bundle  # noqa: PLC0415
     from hook.judge import judge, role_for, thresholds_of  # noqa: PLC0415
-    from hook.probe import Target, map_bounded, probe, probe_deep  # noqa: PLC0415
+    from hook.probe import Target, map_bounded, probe, probe_deep, worth_going_deep  # noqa: PLC0415
     from hook.validate import load_trust  # noqa: PLC0415
     from hook.verdict import worst  # noqa: PLC0415
 
@@ -156,7 +156,8 @@ def _probe(args: argparse.Namespace, cfg: Any) -> int:
                                 and not args.probe_no_deep)
 
     def one(t: Target) -> Any:
-        return probe(t, timeout=timeout), (probe_deep(t, timeout=timeout) if deep else None)
+        res = probe(t, timeout=timeout)
+        return res, (probe_deep(t, timeout=timeout) if deep and worth_going_deep(res) else None)
 
     results = map_bounded(one, targets, host=lambda t: t.host, per_host=cfg.probe.per_host,
                           workers=cfg.probe.workers)

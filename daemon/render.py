@@ -221,7 +221,8 @@ def survey_text(s: Survey, *, tty: bool, thresholds: Thresholds | None = None) -
         v = x.verdict
         fallback = (f"{v.protocol} {v.cipher}, serves {(v.leaf_sha256 or '')[:16]} as on disk "
                     f"({v.seconds * 1000:.0f} ms)")
-        lines.problems(f"{x.service} ({v.role.value if v.role else '?'})", v.problems, fallback,
+        name = x.service if x.service == v.target.label else f"{x.service} {v.target.label}"
+        lines.problems(f"{name} ({v.role.value if v.role else '?'})", v.problems, fallback,
                        v.target.label)
     for p in s.audit:
         lines.add(p.status, "postfix config", f"{p.code.value}: {p.detail}", p.fix,

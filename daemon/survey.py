@@ -24,7 +24,15 @@ from hook.errors import BundleError, Error
 from hook.judge import Thresholds, Verdict, expiry_problems, judge, lifetime_left, role_for
 from hook.judge import thresholds_of as judge_thresholds
 from hook.postfix import Service
-from hook.probe import DeepResult, ProbeResult, Target, map_bounded, probe, probe_deep
+from hook.probe import (
+    DeepResult,
+    ProbeResult,
+    Target,
+    map_bounded,
+    probe,
+    probe_deep,
+    worth_going_deep,
+)
 from hook.validate import Trust, check_chain, load_trust, names_of
 from hook.verdict import Code, Problem, Status, worst
 
@@ -216,22 +224,41 @@ def _check_services(tls: audit_mod.PostfixTLS, groups: dict[str, list[audit_mod.
                 expected.setdefault(svc.name, []).append(sha)
     services = [s for s in tls.tls_services() if s.name in expected or not groups]
     timeout = config.probe.timeout
+    jobs = [(svc, target) for svc in services
+            for target in targets_for(svc, tls, config.postfix.probe_host, myhostname)]
 
-    def one(svc: Service) -> tuple[ProbeResult, DeepResult | None]:
-        target = Target(svc.host, svc.port, svc.implicit_tls, myhostname or None)
+    def one(job: tuple[Service, Target]) -> tuple[ProbeResult, DeepResult | None]:
+        target = job[1]
         res = probe(target, timeout=timeout)
-        return res, (probe_deep(target, timeout=timeout) if deep else None)
+        go_deep = deep and worth_going_deep(res)
+        return res, (probe_deep(target, timeout=timeout) if go_deep else None)
 
-    results = map_bounded(one, services, host=lambda s: s.host, per_host=config.probe.per_host,
+    results = map_bounded(one, jobs, host=lambda j: j[1].host, per_host=config.probe.per_host,
                           workers=config.probe.workers)
     out = []
-    for svc, (res, dr) in zip(services, results, strict=True):
+    for (svc, _), (res, dr) in zip(jobs, results, strict=True):
         want = tuple(dict.fromkeys(expected.get(svc.name, ())))
         verdict = judge(res, trust=trust, now=now, names=[myhostname] if myhostname else [],
                         expected=want, thresholds=thresholds_of(config), deep=dr,
                         role=role_for(res.target, tls.level(svc)))
         out.append(ServiceCheck(svc.name, verdict, want))
     return tuple(out)
+
+
+def targets_for(svc: Service, tls: audit_mod.PostfixTLS, probe_host: str,
+                servername: str = "") -> list[Target]:
+    """Where to probe a service: its address, plus ``::1`` when it listens on every
+    interface and Postfix speaks IPv6 too (``inet_protocols = all``), so that both
+    address families are checked."""
+    targets = [Target(svc.host, svc.port, svc.implicit_tls, servername or None)]
+    explicit_host = svc.name.startswith("[") or ":" in svc.name
+    protocols = audit_mod.files_of(tls.params.get("inet_protocols", "ipv4"))
+    interfaces = audit_mod.files_of(tls.params.get("inet_interfaces", "all"))
+    if (not explicit_host and not probe_host and svc.host != "::1"
+            and any(p in ("all", "ipv6") for p in protocols)
+            and any(i in ("all", "loopback-only", "[::1]", "::1") for i in interfaces)):
+        targets.append(Target("::1", svc.port, svc.implicit_tls, servername or None))
+    return targets
 
 
 def _read(path: str) -> bytes:

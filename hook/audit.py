@@ -37,7 +37,8 @@ CLIENT_PAIRS = (("smtp_tls_cert_file", "smtp_tls_key_file"),
 SERVER_PARAMS = ("smtpd_tls_chain_files", *(p for pair in SERVER_PAIRS for p in pair),
                  "smtpd_tls_security_level", "smtpd_use_tls", "smtpd_enforce_tls",
                  "smtpd_tls_protocols", "smtpd_tls_mandatory_protocols", "smtpd_tls_loglevel",
-                 "postscreen_tls_security_level", "inet_interfaces", "myhostname")
+                 "postscreen_tls_security_level", "inet_interfaces", "inet_protocols",
+                 "myhostname")
 CLIENT_PARAMS = ("smtp_tls_chain_files", *(p for pair in CLIENT_PAIRS for p in pair),
                  "smtp_tls_security_level", "smtp_tls_CAfile", "smtp_tls_CApath",
                  "smtp_tls_policy_maps", "tls_append_default_CA")

@@ -225,6 +225,12 @@ def probe_deep(target: Target, *, timeout: float = 10.0, ehlo_name: str | None =
                       time.monotonic() - start)
 
 
+def worth_going_deep(result: ProbeResult) -> bool:
+    """Deep checks after this result? Not when the host is down, busy or tarpitting:
+    three more connections would only triple the wait."""
+    return result.ok or result.failure in (Failure.HANDSHAKE_FAILED, Failure.PROTOCOL_ERROR)
+
+
 _T = TypeVar("_T")
 _R = TypeVar("_R")
 

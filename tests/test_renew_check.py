@@ -15,9 +15,11 @@ from typing import Any
 import pytest
 
 from daemon import check, render
-from daemon.survey import survey
+from daemon.survey import survey, targets_for
 from hook import config as config_mod
+from hook.audit import PostfixTLS
 from hook.bundle import fingerprint, parse_chain
+from hook.postfix import Service
 from hook.verdict import Code
 from tests.harness.fakesmtp import Behaviour, fake_smtp
 from tests.harness.minica import MiniCA
@@ -182,3 +184,25 @@ def test_help_starts_fast() -> None:
     out = subprocess.run([sys.executable, "-X", "importtime", "-c", "import daemon.check"],
                          capture_output=True, text=True, check=True).stderr
     assert "cryptography" not in out
+
+
+def test_targets_cover_both_address_families() -> None:
+    """A service on every interface of a dual-stack Postfix is probed over IPv4 and
+    IPv6 (``::1``); an explicit address or a configured probe host is probed alone."""
+    smtp = Service("smtp", "127.0.0.1", 25, "smtpd")
+    dual = PostfixTLS({"inet_protocols": "all", "inet_interfaces": "all"})
+    assert [t.host for t in targets_for(smtp, dual, "")] == ["127.0.0.1", "::1"]
+    assert [t.host for t in targets_for(smtp, dual, "192.0.2.1")] == ["127.0.0.1"]
+    v4 = PostfixTLS({"inet_protocols": "ipv4", "inet_interfaces": "all"})
+    assert [t.host for t in targets_for(smtp, v4, "")] == ["127.0.0.1"]
+    pinned = Service("127.0.0.1:smtp", "127.0.0.1", 25, "smtpd")
+    assert [t.host for t in targets_for(pinned, dual, "")] == ["127.0.0.1"]
+
+
+@pytest.mark.parametrize(("text", "parsed"), [
+    ("mx.example.org:587", ("mx.example.org", 587)), ("mx.example.org", ("mx.example.org", 25)),
+    ("[::1]:465", ("::1", 465)), ("[::1]", ("::1", 25)), ("::1", ("::1", 25)),
+])
+def test_target_syntax(text: str, parsed: tuple[str, int]) -> None:
+    """``probe`` targets: host:port, host (25), [IPv6]:port, bare IPv6 (25)."""
+    assert check.split_target(text) == parsed
