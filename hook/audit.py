@@ -252,7 +252,7 @@ def check_protocols(tls: PostfixTLS) -> list[Problem]:
         out.append(Problem(
             Code.WEAK_PROTOCOL, Status.OK if mx else Status.WARNING,
             f"service {svc.name}: {param} = {tls.value(param, svc) or '(default)'} allows "
-            f"{', '.join(weak)}" + (" (on an opportunistic port 25 this is a choice: old "
+            f"{', '.join(weak)}" + (" (on an opportunistic MX this is a choice: old "
                                     "senders otherwise fall back to clear text)" if mx else ""),
             f"postconf -e '{param} = >=TLSv1.2'"))
     return out
