@@ -197,10 +197,12 @@ class Lines:
         for tag, status, subject, text, fix in self.rows:
             colour = "36" if tag == "note" else _COLOURS[status]
             shown = subject if subject != last else ""
+            if shown and last is not None:
+                out.append("")
             last = subject
             body = textwrap.wrap(text, text_w) or [""]
-            if fix:
-                body += textwrap.wrap("fix: " + fix, text_w, subsequent_indent="     ")
+            if fix:  # never wrapped: a fix is a command to copy and paste
+                body.append("fix: " + fix)
             out.append(f"\x1b[{colour}m{tag:<9}\x1b[0m {shown:<{subj_w}}  {body[0]}")
             out.extend(f"{'':<9} {'':<{subj_w}}  {line}" for line in body[1:])
         return out
