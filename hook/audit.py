@@ -37,7 +37,7 @@ CLIENT_PAIRS = (("smtp_tls_cert_file", "smtp_tls_key_file"),
 SERVER_PARAMS = ("smtpd_tls_chain_files", *(p for pair in SERVER_PAIRS for p in pair),
                  "smtpd_tls_security_level", "smtpd_use_tls", "smtpd_enforce_tls",
                  "smtpd_tls_protocols", "smtpd_tls_mandatory_protocols", "smtpd_tls_loglevel",
-                 "postscreen_tls_security_level", "inet_interfaces", "inet_protocols",
+                 "postscreen_tls_security_level", "inet_interfaces", "inet_protocols", "smtpd_tls_CAfile",
                  "myhostname")
 CLIENT_PARAMS = ("smtp_tls_chain_files", *(p for pair in CLIENT_PAIRS for p in pair),
                  "smtp_tls_security_level", "smtp_tls_CAfile", "smtp_tls_CApath",
@@ -151,7 +151,8 @@ def audit(tls: PostfixTLS, files: Sequence[CertFile] | None = None, *,
     problems = []
     for f in files:
         if f.side == "server":
-            problems += check_fullchain(f)
+            cafile = tls.value("smtpd_tls_CAfile", f.services[0] if f.services else None)
+            problems += check_fullchain(f, cafile)
     problems += check_mx_level(tls)
     problems += check_protocols(tls)
     problems += check_loglevel(tls)
@@ -164,8 +165,14 @@ def audit(tls: PostfixTLS, files: Sequence[CertFile] | None = None, *,
     return problems
 
 
-def check_fullchain(f: CertFile) -> list[Problem]:
-    """A server certificate file must hold the leaf and its intermediate(s)."""
+def check_fullchain(f: CertFile, cafile: str = "") -> list[Problem]:
+    """A server certificate file must hold the leaf and its intermediate(s).
+
+    Measured with Postfix 3.7 / OpenSSL 3: a leaf-only file still gets its issuer sent
+    when ``smtpd_tls_CAfile`` holds it (OpenSSL completes the chain from the CA file):
+    fine while that file follows the lineage (certbot's ``chain.pem``), a time bomb when
+    it is a copy: Let's Encrypt rotates intermediates (R10/R11, E5/E6, ...).
+    """
     data = _read(f.path)
     if data is None:
         return []
@@ -178,12 +185,34 @@ def check_fullchain(f: CertFile) -> list[Problem]:
         return []
     fix_to = f.path[: -len("cert.pem")] + "fullchain.pem" if f.path.endswith("/cert.pem") else \
         "a file with the leaf followed by its intermediate"
+    fix = (f"use {fix_to} (smtpd_tls_chain_files = privkey.pem, fullchain.pem); with the deploy "
+           "hook: renew-check adopt /etc/letsencrypt/live/NAME")
+    issuer = leaf.issuer.rfc4514_string()
+    completed = False
+    if cafile:
+        try:
+            completed = any(c.subject == leaf.issuer
+                            for c in x509.load_pem_x509_certificates(_read(cafile) or b""))
+        except ValueError:
+            completed = False
+    if completed:
+        same_lineage = os.path.dirname(os.path.realpath(cafile)) == \
+            os.path.dirname(os.path.realpath(f.path))
+        if same_lineage:
+            return [Problem(Code.CERT_NOT_FULLCHAIN, Status.OK,
+                            f"{f.use} = {f.path} holds the leaf only; OpenSSL completes the "
+                            f"chain from smtpd_tls_CAfile = {cafile} (same lineage, so it "
+                            "follows renewals); one fullchain file is simpler", fix)]
+        return [Problem(Code.CERT_NOT_FULLCHAIN, Status.WARNING,
+                        f"{f.use} = {f.path} holds the leaf only; its issuer ({issuer}) is sent "
+                        f"only because smtpd_tls_CAfile = {cafile} holds it: when Let's Encrypt "
+                        "issues the next certificate from another intermediate, clients get an "
+                        "incomplete chain (missing_intermediate)", fix)]
     return [Problem(
         Code.CERT_NOT_FULLCHAIN, Status.CRITICAL,
         f"{f.use} = {f.path} holds the leaf only, without the intermediate that issued it "
-        f"({leaf.issuer.rfc4514_string()}): clients that do not have it cached see an "
-        "untrusted chain (missing_intermediate)",
-        f"use {fix_to}; with the deploy hook: renew-check adopt /etc/letsencrypt/live/NAME")]
+        f"({issuer}): clients that do not have it cached see an untrusted chain "
+        "(missing_intermediate)", fix)]
 
 
 def _public_port25(tls: PostfixTLS, svc: Service) -> bool:

@@ -166,3 +166,19 @@ def test_per_service_certificates_are_found(lineage: Path) -> None:
     found = [(f.where, f.path, tuple(s.name for s in f.services)) for f in cert_files(tls)]
     assert found == [("main.cf", f"{lineage}/fullchain.pem", ("smtp",)),
                      ("master.cf submission", f"{lineage}/bundle.pem", ("submission",))]
+
+
+def test_leaf_only_file_completed_by_cafile(lineage: Path, tmp_path: Path) -> None:
+    """A leaf-only cert file whose issuer is in ``smtpd_tls_CAfile`` (Postfix then sends
+    it: measured): advice when the CA file is the lineage's own chain.pem, a warning when
+    it is a copy (the next intermediate rotation breaks it), critical without it."""
+    chain = lineage / "chain.pem"
+    chain.write_bytes((lineage / "fullchain.pem").read_bytes().split(b"-----END CERTIFICATE-----\n", 1)[1])
+    copy = tmp_path / "cacert.pem"
+    copy.write_bytes(chain.read_bytes())
+    base = {**GOOD, "smtpd_tls_cert_file": f"{lineage}/cert.pem",
+            "smtpd_tls_key_file": f"{lineage}/privkey.pem"}
+    for cafile, status in ((str(chain), Status.OK), (str(copy), Status.WARNING),
+                           ("", Status.CRITICAL)):
+        found = codes(PostfixTLS({**base, "smtpd_tls_CAfile": cafile}, (SMTP,)))
+        assert found[Code.CERT_NOT_FULLCHAIN] is status, cafile

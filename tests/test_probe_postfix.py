@@ -209,3 +209,15 @@ def test_key_not_matching_certificate(pf_stack: Stack, trust: Trust, ca: MiniCA,
     mx, sub, smtps = verdicts(pf_stack, trust)
     assert mx.codes == (Code.STARTTLS_REFUSED,) and sub.codes == (Code.STARTTLS_REFUSED,)
     assert smtps.codes[0] in (Code.HANDSHAKE_FAILED, Code.UNREACHABLE)
+
+
+def test_cafile_completes_a_leaf_only_chain(pf_stack: Stack, trust: Trust,
+                                            configure: Callable[..., None]) -> None:
+    """Measured fact the audit relies on: with ``smtpd_tls_cert_file = cert.pem`` and the
+    intermediate in ``smtpd_tls_CAfile``, Postfix (OpenSSL) still serves the full chain."""
+    lin = pf_stack.lineage
+    configure(lambda r: r.handshake is not None and len(r.handshake.chain) == 2,
+              smtpd_tls_chain_files="", smtpd_tls_cert_file=f"{lin}/cert.pem",
+              smtpd_tls_key_file=f"{lin}/privkey.pem", smtpd_tls_CAfile=f"{lin}/chain.pem")
+    for v in verdicts(pf_stack, trust):
+        assert v.status is Status.OK, v.problems
