@@ -191,10 +191,15 @@ def _context(key: str) -> ssl.SSLContext:
 
 def probe(target: Target, *, timeout: float = 10.0, context: ssl.SSLContext | None = None,
           ehlo_name: str | None = None, connect_timeout: float | None = None,
-          read_timeout: float | None = None) -> ProbeResult:
-    """Probe one target within ``timeout`` seconds overall; never raises for the network."""
+          read_timeout: float | None = None, handshake_timeout: float | None = None,
+          ) -> ProbeResult:
+    """Probe one target within ``timeout`` seconds overall; never raises for the network.
+
+    ``connect_timeout``, ``read_timeout`` (each SMTP reply) and ``handshake_timeout``
+    bound one step each, inside the overall ``timeout``.
+    """
     start = time.monotonic()
-    steps = _Steps(connect_timeout, read_timeout)
+    steps = _Steps(connect_timeout, read_timeout, handshake_timeout)
     try:
         handshake = _probe(target, Deadline(timeout), context or _context("default"),
                            ehlo_name or _ehlo_name(), steps)
@@ -269,6 +274,7 @@ def probe_many(targets: Iterable[Target], *, timeout: float = 10.0, per_host: in
 class _Steps:
     connect: float | None
     read: float | None
+    handshake: float | None
 
 
 _EHLO_NAME: str | None = None
@@ -296,7 +302,7 @@ def _probe(target: Target, deadline: Deadline, ctx: ssl.SSLContext, ehlo: str,
         try:
             if not target.implicit_tls:
                 advertised = _starttls(SMTPConnection(sock, deadline, steps.read), target, ehlo)
-            tls = _handshake(sock, ctx, target, deadline)
+            tls = _handshake(sock, ctx, target, deadline, steps.handshake)
         except DeadlineExceeded as exc:
             raise _Fail(Failure.TIMEOUT, f"{target.label}: no answer within the timeout") from exc
         except SMTPProtocolError as exc:
@@ -351,10 +357,10 @@ def _starttls(conn: SMTPConnection, target: Target, ehlo_name: str) -> bool:
 
 
 def _handshake(sock: socket.socket, ctx: ssl.SSLContext, target: Target,
-               deadline: Deadline) -> ssl.SSLSocket:
+               deadline: Deadline, cap: float | None = None) -> ssl.SSLSocket:
     tls = ctx.wrap_socket(sock, server_hostname=target.sni, do_handshake_on_connect=False)
     try:
-        tls.settimeout(deadline.left())
+        tls.settimeout(deadline.left(cap))
         tls.do_handshake()
     except TimeoutError as exc:
         raise DeadlineExceeded from exc

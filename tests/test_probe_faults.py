@@ -177,3 +177,12 @@ def test_probe_many_bounds_connections_per_host() -> None:
     assert [r.failure for r in results] == [Failure.TIMEOUT] * 12
     assert 1.1 <= took < 2.5
     assert srv.connections == 12
+
+
+def test_handshake_timeout_bounds_a_stalled_handshake() -> None:
+    """A server that says 220 to STARTTLS and then never answers the ClientHello ends at
+    ``handshake_timeout``, long before the overall deadline."""
+    with fake_smtp(Behaviour.STALL_HANDSHAKE) as srv:
+        res = probe(Target(srv.host, srv.port), timeout=5, handshake_timeout=0.3)
+    assert res.failure is Failure.TIMEOUT, res
+    assert res.seconds < 1.0

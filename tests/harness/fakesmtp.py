@@ -44,6 +44,7 @@ class Behaviour(StrEnum):
     PLAINTEXT = "plaintext"          # an SMTP greeting on a port the client treats as TLS
     RESET_HANDSHAKE = "reset_handshake"  # read the ClientHello, then RST
     INJECT = "inject"                # "220 go ahead" plus a pipelined plaintext reply
+    STALL_HANDSHAKE = "stall_handshake"  # "220 go ahead", then silence during the handshake
 
 
 @dataclass
@@ -166,6 +167,9 @@ class FakeSMTP:
                     self._stop.wait(2)
                     return
                 sock.sendall(b"220 2.0.0 Ready to start TLS\r\n")
+                if b is Behaviour.STALL_HANDSHAKE:
+                    self._stop.wait(10)
+                    return
                 if b is Behaviour.RESET_HANDSHAKE:
                     sock.recv(100)  # part of the ClientHello
                     _reset(sock)
