@@ -86,11 +86,25 @@ def main(argv: list[str] | None = None, environ: Mapping[str, str] | None = None
             return _dry_run(args, cfg)
         return _check(args, cfg)
     except Error as exc:
-        print(f"UNKNOWN: {exc}", file=sys.stderr)
+        _unknown(args, str(exc))
         return Nagios.UNKNOWN
-    except Exception:  # a bug must not look like CRITICAL (2) or WARNING (1) to Nagios
-        print(f"UNKNOWN: internal error\n{traceback.format_exc()}", file=sys.stderr)
+    except Exception as exc:  # a bug must not look like CRITICAL (2) or WARNING (1) to Nagios
+        print(traceback.format_exc(), file=sys.stderr)
+        _unknown(args, f"internal error: {type(exc).__name__}: {exc}")
         return Nagios.UNKNOWN
+
+
+def _unknown(args: argparse.Namespace, message: str) -> None:
+    """Nagios reads the first line of stdout: the reason goes there (and to stderr)."""
+    if args.json:
+        print(f"UNKNOWN: {message}", file=sys.stderr)
+        from daemon import render  # noqa: PLC0415
+        from hook.verdict import Status  # noqa: PLC0415
+
+        command = args.command or ("dry-run" if args.dry_run else "check")
+        print(json.dumps(render.document(command, Status.UNKNOWN, message), indent=2))
+    else:
+        print(f"UNKNOWN: {message.splitlines()[0] if message else 'error'}")
 
 
 def _print(args: argparse.Namespace, doc: dict[str, Any], text: str) -> None:

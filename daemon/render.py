@@ -221,7 +221,8 @@ def survey_text(s: Survey, *, tty: bool, thresholds: Thresholds | None = None) -
                        f"certificate {c.name}")
     for x in s.services:
         v = x.verdict
-        fallback = (f"{v.protocol} {v.cipher}, serves {(v.leaf_sha256 or '')[:16]} as on disk "
+        compared = "as on disk" if x.expected_sha256 else "(not compared: files unreadable)"
+        fallback = (f"{v.protocol} {v.cipher}, serves {(v.leaf_sha256 or '')[:16]} {compared} "
                     f"({v.seconds * 1000:.0f} ms)")
         name = x.service if x.service == v.target.label else f"{x.service} {v.target.label}"
         lines.problems(f"{name} ({v.role.value if v.role else '?'})", v.problems, fallback,

@@ -155,14 +155,23 @@ def _group_of(path: str, config: Config) -> str:
 
 
 def _lineage_dir(name: str, config: Config) -> Path | None:
+    """``live/NAME`` when it exists (a monitoring user may not look inside: it counts)."""
+    if "/" in name:
+        return None
     live = config.certbot.config_dir / "live" / name
-    return live if "/" not in name and live.is_dir() else None
+    try:
+        return live if live.is_dir() else None
+    except PermissionError:
+        return live
 
 
 def _renewal_conf(path: str, config: Config) -> Path | None:
     name = _group_of(path, config)
     conf = config.certbot.config_dir / "renewal" / f"{name}.conf"
-    return conf if conf.is_file() else None
+    try:
+        return conf if conf.is_file() else None
+    except OSError:
+        return None
 
 
 def _check_cert(name: str, files: list[audit_mod.CertFile], config: Config, trust: Trust,
@@ -175,9 +184,14 @@ def _check_cert(name: str, files: list[audit_mod.CertFile], config: Config, trus
     try:
         chain = bundle_mod.parse_chain(_read(paths[0]), paths[0])
     except BundleError as exc:
-        problem = Problem(Code.UNREADABLE, Status.CRITICAL, str(exc))
+        # Not allowed to read it (a monitoring user: certbot's live/ is 0700) is UNKNOWN:
+        # we cannot tell. A file that is missing or broken is CRITICAL: Postfix can't either.
+        no_access = isinstance(exc, _NoAccess)
+        problem = Problem(Code.UNREADABLE, Status.UNKNOWN if no_access else Status.CRITICAL,
+                          str(exc), "run renew-check as root (or via sudo) to check the files"
+                          if no_access else "")
         return CertCheck(name, str(lineage) if lineage else None, paths, uses, None, (), None,
-                         None, None, Status.CRITICAL, (problem,))
+                         None, None, problem.status, (problem,))
     leaf = chain[0]
     problems += check_chain(chain, trust=trust, now=now, names=[myhostname] if myhostname else [],
                             where=label)
@@ -186,6 +200,9 @@ def _check_cert(name: str, files: list[audit_mod.CertFile], config: Config, trus
     key_path = files[0].key_path
     try:
         bundle_mod.pair(_read(key_path), key_path, _read(paths[0]), paths[0])
+    except _NoAccess as exc:
+        problems.append(Problem(Code.UNREADABLE, Status.OK, f"{exc}: key checks skipped",
+                                "run renew-check as root to check the private key too"))
     except BundleError as exc:
         code = Code.KEY_MISMATCH if "does not match" in exc.problem else Code.UNREADABLE
         problems.append(Problem(code, Status.CRITICAL, str(exc),
@@ -222,7 +239,8 @@ def _check_services(tls: audit_mod.PostfixTLS, groups: dict[str, list[audit_mod.
                 continue
             for svc in f.services:
                 expected.setdefault(svc.name, []).append(sha)
-    services = [s for s in tls.tls_services() if s.name in expected or not groups]
+    users = {svc.name for files in groups.values() for f in files for svc in f.services}
+    services = [s for s in tls.tls_services() if s.name in users or not groups]
     timeout = config.probe.timeout
     jobs = [(svc, target) for svc in services
             for target in targets_for(svc, tls, config.postfix.probe_host, myhostname)]
@@ -261,9 +279,15 @@ def targets_for(svc: Service, tls: audit_mod.PostfixTLS, probe_host: str,
     return targets
 
 
+class _NoAccess(BundleError):
+    """This user may not read the file (not: the file is broken)."""
+
+
 def _read(path: str) -> bytes:
     try:
         with open(path, "rb") as fh:
             return fh.read()
+    except PermissionError as exc:
+        raise _NoAccess(path, f"cannot read as uid {os.geteuid()}: {exc.strerror}") from exc
     except OSError as exc:
         raise BundleError(path, f"cannot read: {exc.strerror}") from exc

@@ -115,10 +115,13 @@ def cert_files(tls: PostfixTLS, read: Callable[[str], bytes | None] | None = Non
         if chain:
             key = ""
             for path in chain:
-                data = read(path) or b""
+                data = read(path)
+                if data is None:  # unreadable here (not root): go by the file name
+                    is_key = "key" in os.path.basename(path).lower()
+                    data = b"PRIVATE KEY-----" if is_key else b"-----BEGIN CERTIFICATE-----"
                 if b"PRIVATE KEY-----" in data:
                     key = path
-                if b"-----BEGIN CERTIFICATE-----" in data or not data:
+                if b"-----BEGIN CERTIFICATE-----" in data:
                     found.append(CertFile(side, chain_param, where, path, key or path, services))
             return
         for cert_param, key_param in pairs:

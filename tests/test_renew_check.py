@@ -206,3 +206,19 @@ def test_targets_cover_both_address_families() -> None:
 def test_target_syntax(text: str, parsed: tuple[str, int]) -> None:
     """``probe`` targets: host:port, host (25), [IPv6]:port, bare IPv6 (25)."""
     assert check.split_target(text) == parsed
+
+
+def test_monitoring_user_gets_unknown_not_critical(rc_stack: Stack) -> None:
+    """Run as an unprivileged user (as Nagios does): certbot's 0700 live/ cannot be read,
+    which is UNKNOWN with a hint (never a false CRITICAL); the probes still run, and the
+    key file is still told apart from the certificate by its name."""
+    exe = Path(sys.executable).parent / "renew-check"
+    proc = subprocess.run(["runuser", "-u", "nobody", "--", str(exe), "--config",
+                           str(rc_stack.config_file), "--json", "--no-deep"],
+                          capture_output=True, text=True, check=False, timeout=60)
+    doc = json.loads(proc.stdout)
+    [cert] = doc["certificates"]
+    assert cert["status"] == "unknown", cert
+    assert cert["problems"][0]["code"] == "unreadable" and "root" in cert["problems"][0]["fix"]
+    assert [s["status"] for s in doc["services"]] == ["ok"] * 3
+    assert proc.returncode == doc["exit_code"] != 2
