@@ -311,8 +311,13 @@ def _probe(target: Target, deadline: Deadline, ctx: ssl.SSLContext, ehlo: str,
             raise _Fail(Failure.UNREACHABLE, f"{target.label}: {exc.strerror or exc}") from exc
         with contextlib.closing(tls):
             cipher = tls.cipher()
+            try:
+                chain = _served_chain(tls)
+            except ValueError as exc:  # a certificate cryptography cannot parse
+                raise _Fail(Failure.PROTOCOL_ERROR, f"{target.label}: the server sent a "
+                            f"certificate that cannot be parsed: {exc}") from exc
             handshake = Handshake(
-                chain=_served_chain(tls),
+                chain=chain,
                 protocol=tls.version() or "",
                 cipher=cipher[0] if cipher else "",
                 starttls_advertised=advertised or target.implicit_tls,

@@ -14,7 +14,7 @@ from hook.validate import Trust
 from hook.verdict import Code, Status
 from tests.harness.minica import MiniCA
 
-NOW = dt.datetime(2026, 11, 26, 12, 0, tzinfo=dt.UTC)
+NOW = dt.datetime.now(dt.UTC)
 
 
 def status_at(lifetime_days: float, days_left: float, t: Thresholds | None = None) -> Status:

@@ -76,10 +76,10 @@ class MiniCA:
     def root_pem(self) -> bytes:
         return _pem(self.root)
 
-    def issue(self, names: Sequence[str], *, days: float = 90, lifetime: float = 90,
+    def issue(self, names: Sequence[str], *, days: float = 89, lifetime: float = 90,
               self_signed: bool = False, client_auth: bool = False) -> Issued:
         """A leaf valid for ``lifetime`` days that expires in ``days`` days (negative:
-        already expired)."""
+        already expired). The default was issued a day ago: valid at any "now" of a test."""
         now = dt.datetime.now(dt.UTC)
         not_after = now + dt.timedelta(days=days)
         not_before = not_after - dt.timedelta(days=lifetime)
