@@ -118,6 +118,11 @@ def survey(config: Config, *, lineages: Sequence[str] = (), deep: bool | None = 
             groups.setdefault(_group_of(f.path, config), []).append(f)
     if wanted:
         groups = {k: v for k, v in groups.items() if k in wanted}
+        if not groups:
+            problem = Problem(Code.UNREADABLE, Status.UNKNOWN,
+                              f"Postfix ({where}) uses no server certificate from lineage "
+                              f"{', '.join(sorted(wanted))}")
+            return Survey(Status.UNKNOWN, now, where, (), (), (problem,))
     myhostname = tls.params.get("myhostname", "")
     certs = tuple(_check_cert(name, fs, config, trust, now, myhostname)
                   for name, fs in sorted(groups.items()))
@@ -134,8 +139,7 @@ def survey(config: Config, *, lineages: Sequence[str] = (), deep: bool | None = 
                          for p in findings)
     if not groups:
         findings += (Problem(Code.UNREADABLE, Status.UNKNOWN,
-                             f"Postfix ({where}) uses no server certificate"
-                             + (f" from lineage {', '.join(sorted(wanted))}" if wanted else "")),)
+                             f"Postfix ({where}) uses no server certificate"),)
     statuses = [c.status for c in certs] + [s.verdict.status for s in services] + \
         [p.status for p in findings]
     return Survey(worst(statuses), now, where, certs, services, findings)

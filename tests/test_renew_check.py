@@ -222,3 +222,14 @@ def test_monitoring_user_gets_unknown_not_critical(rc_stack: Stack) -> None:
     assert cert["problems"][0]["code"] == "unreadable" and "root" in cert["problems"][0]["fix"]
     assert [s["status"] for s in doc["services"]] == ["ok"] * 3
     assert proc.returncode == doc["exit_code"] != 2
+
+
+def test_lineage_filter(rc_stack: Stack, capsys: pytest.CaptureFixture[str]) -> None:
+    """``--lineage`` keeps that lineage's certificate and services; a lineage Postfix does
+    not use gives UNKNOWN (3) saying so, not a silent OK."""
+    cfg = str(rc_stack.config_file)
+    rc, doc = run_json(capsys, "--config", cfg, "--no-deep", "--lineage", str(rc_stack.lineage))
+    assert [c["name"] for c in doc["certificates"]] == [DOMAIN] and len(doc["services"]) == 3
+    rc, doc = run_json(capsys, "--config", cfg, "--no-deep", "--lineage", "/nowhere/live/other")
+    assert doc["certificates"] == [] and rc == 3
+    assert any("uses no server certificate from lineage other" in p["detail"] for p in doc["audit"])
