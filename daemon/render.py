@@ -138,8 +138,19 @@ def counts_summary(problems: Iterable[Problem], what: str) -> str:
 
 
 def survey_summary(s: Survey) -> str:
-    return counts_summary(s.problems, f"{len(s.certificates)} certificate(s), "
+    """Counts, then the worst finding and where (what an alert's subject line needs)."""
+    text = counts_summary(s.problems, f"{len(s.certificates)} certificate(s), "
                           f"{len(s.services)} TLS service(s)")
+    found: list[tuple[Problem, str]] = [
+        *((p, f"certificate {c.name.rsplit('/', 1)[-1]}") for c in s.certificates
+          for p in c.problems),
+        *((p, x.verdict.target.label) for x in s.services for p in x.verdict.problems),
+        *((p, "postfix config") for p in s.audit)]
+    bad = [f for f in found if f[0].status is not Status.OK]
+    if not bad:
+        return text
+    top, where = max(bad, key=lambda f: f[0].status.rank)  # max keeps the first of a rank
+    return f"{text}; worst: {top.code.value} on {where}"
 
 
 def _perfdata(certs: Sequence[CertCheck], thresholds: Thresholds | None) -> str:
