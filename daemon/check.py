@@ -146,7 +146,14 @@ def _probe(args: argparse.Namespace, cfg: Any) -> int:
     from daemon import render  # noqa: PLC0415
     from hook import bundle  # noqa: PLC0415
     from hook.judge import judge, role_for, thresholds_of  # noqa: PLC0415
-    from hook.probe import Target, map_bounded, probe, probe_deep, worth_going_deep  # noqa: PLC0415
+    from hook.probe import (  # noqa: PLC0415
+        Target,
+        map_bounded,
+        per_address,
+        probe,
+        probe_deep,
+        worth_going_deep,
+    )
     from hook.validate import load_trust  # noqa: PLC0415
     from hook.verdict import worst  # noqa: PLC0415
 
@@ -164,7 +171,7 @@ def _probe(args: argparse.Namespace, cfg: Any) -> int:
     for text in args.targets:
         host, port = split_target(text)
         implicit = args.implicit or (port == 465 and not args.starttls)
-        targets.append(Target(host, port, implicit, args.servername))
+        targets.extend(per_address(Target(host, port, implicit, args.servername)))
     timeout = args.timeout or cfg.probe.timeout
     deep = args.probe_deep or (cfg.probe.deep and args.deep is not False
                                 and not args.probe_no_deep)

@@ -252,7 +252,9 @@ def probe_text(verdicts: Sequence[Verdict], status: Status, *, tty: bool) -> str
     for v in verdicts:
         fallback = (f"{v.protocol} {v.cipher}, leaf sha256 {v.leaf_sha256}, valid until "
                     f"{v.not_after:%Y-%m-%d} ({v.seconds * 1000:.0f} ms)" if v.not_after else "ok")
-        lines.problems(v.target.label, v.problems, fallback, v.target.label)
+        t = v.target
+        subject = f"{t.servername} {t.label}" if t.servername and t.servername != t.host else t.label
+        lines.problems(subject, v.problems, fallback, t.label)
     head = f"{status.name}: " + counts_summary([p for v in verdicts for p in v.problems],
                                                f"{len(verdicts)} target(s)")
     return "\n".join([head, "", *lines.table()] if tty else [head, *lines.plain()])

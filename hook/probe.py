@@ -32,7 +32,7 @@ from collections.abc import Callable, Iterable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from enum import StrEnum
-from typing import TypeVar
+from typing import Any, TypeVar
 
 from cryptography import x509
 
@@ -228,6 +228,26 @@ def probe_deep(target: Target, *, timeout: float = 10.0, ehlo_name: str | None =
             unsure.append((extra, f"{res.failure.value if res.failure else 'unknown'}: {res.detail}"))
     return DeepResult(target, tuple(accepted), tuple(refused), tuple(unsure), weak,
                       time.monotonic() - start)
+
+
+Resolver = Callable[..., list[tuple[Any, ...]]]
+
+
+def per_address(target: Target, resolve: Resolver = socket.getaddrinfo) -> list[Target]:
+    """One target per address of a host name (IPv4 and IPv6), each sending the name as
+    SNI: a dual-stack MX is checked on both families. An address, or a name that does
+    not resolve (the probe then reports it), stays as it is."""
+    if _is_ip(target.host):
+        return [target]
+    try:
+        infos = resolve(target.host, target.port, type=socket.SOCK_STREAM)
+    except (OSError, UnicodeError):
+        return [target]
+    addresses = list(dict.fromkeys(str(info[4][0]) for info in infos))
+    if len(addresses) <= 1:
+        return [target]
+    sni = target.servername or target.host
+    return [Target(a, target.port, target.implicit_tls, sni) for a in addresses]
 
 
 def worth_going_deep(result: ProbeResult) -> bool:

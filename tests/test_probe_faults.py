@@ -8,7 +8,7 @@ import time
 
 import pytest
 
-from hook.probe import Extra, Failure, Target, probe, probe_deep, probe_many
+from hook.probe import Extra, Failure, Target, per_address, probe, probe_deep, probe_many
 from tests.harness.fakesmtp import NAME, Behaviour, fake_smtp
 
 
@@ -186,3 +186,22 @@ def test_handshake_timeout_bounds_a_stalled_handshake() -> None:
         res = probe(Target(srv.host, srv.port), timeout=5, handshake_timeout=0.3)
     assert res.failure is Failure.TIMEOUT, res
     assert res.seconds < 1.0
+
+
+def test_a_dual_stack_name_is_probed_on_every_address() -> None:
+    """A name with an A and an AAAA record becomes one target per address, each sending
+    the name as SNI; here the IPv6 server refuses STARTTLS and only that one fails."""
+    with fake_smtp() as v4, fake_smtp(Behaviour.REFUSE_454, host="::1", port=v4.port) as v6:
+        def resolve(host: str, port: int, **_: object) -> list[tuple[object, ...]]:
+            assert host == "mx.example.test"
+            return [(socket.AF_INET, socket.SOCK_STREAM, 6, "", ("127.0.0.1", port)),
+                    (socket.AF_INET6, socket.SOCK_STREAM, 6, "", ("::1", port, 0, 0))]
+
+        targets = per_address(Target("mx.example.test", v4.port), resolve)
+        results = probe_many(targets, timeout=3)
+    assert [t.host for t in targets] == ["127.0.0.1", "::1"]
+    assert {t.servername for t in targets} == {"mx.example.test"}
+    assert [r.failure for r in results] == [None, Failure.STARTTLS_REFUSED]
+    assert v4.snis == ["mx.example.test"]
+    assert [c.split()[0] for c in v6.commands] == ["EHLO", "STARTTLS", "QUIT"]
+    assert per_address(Target("127.0.0.1", 25), resolve) == [Target("127.0.0.1", 25)]

@@ -87,7 +87,7 @@ class FakeSMTP:
             daemon_threads = True
             allow_reuse_address = True
 
-        self._server = Server((self.host, 0), Handler)
+        self._server = Server((self.host, self.port), Handler)
         self.port = int(self._server.server_address[1])
         threading.Thread(target=self._server.serve_forever, kwargs={"poll_interval": 0.05},
                          daemon=True).start()
@@ -207,9 +207,9 @@ def _reset(sock: socket.socket) -> None:
 
 @contextlib.contextmanager
 def fake_smtp(behaviour: Behaviour = Behaviour.NORMAL, *, host: str = "127.0.0.1",
-              implicit: bool = False) -> Iterator[FakeSMTP]:
-    """Run a :class:`FakeSMTP` for the duration of a ``with`` block."""
-    srv = FakeSMTP(behaviour, host=host, implicit=implicit)
+              implicit: bool = False, port: int = 0) -> Iterator[FakeSMTP]:
+    """Run a :class:`FakeSMTP` for the duration of a ``with`` block (``port`` 0: any)."""
+    srv = FakeSMTP(behaviour, host=host, implicit=implicit, port=port)
     srv.start()
     try:
         yield srv
