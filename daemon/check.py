@@ -1,6 +1,6 @@
 """``renew-check``: the manual check, for admins and for Nagios/Icinga.
 
-Sub-commands::
+Commands::
 
     renew-check [--lineage PATH]...          check every certificate and TLS service Postfix uses
     renew-check --dry-run [--lineage PATH]   run the deploy pipeline for each lineage, changing nothing
@@ -34,9 +34,11 @@ class Nagios(IntEnum):
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="renew-check", description=__doc__.split("\n\n")[0],
-                                formatter_class=argparse.RawDescriptionHelpFormatter,
-                                epilog="Exit codes (Nagios): 0 OK, 1 WARNING, 2 CRITICAL, 3 UNKNOWN.")
+    overview = __doc__.split("\n\n", 1)[1].replace("``", "").replace("::", ":")
+    p = argparse.ArgumentParser(
+        prog="renew-check", formatter_class=argparse.RawDescriptionHelpFormatter,
+        description="Check every certificate and TLS service Postfix uses (a Nagios plugin).",
+        epilog=f"{overview}\nExit codes (Nagios): 0 OK, 1 WARNING, 2 CRITICAL, 3 UNKNOWN.")
     p.add_argument("--config", help="TOML configuration file")
     p.add_argument("--json", action="store_true", help="one JSON document on stdout")
     p.add_argument("--dry-run", action="store_true",
