@@ -1,13 +1,17 @@
 """``renew-check``: the manual check, for admins and for Nagios/Icinga.
 
-Sub-commands::
+Commands::
 
-    renew-check [--dry-run] [--lineage PATH]   check (or dry-run deploy) Postfix's lineages
-    renew-check probe HOST:PORT... [--starttls|--implicit] [--servername NAME]
-    renew-check adopt LINEAGE                  make Postfix read a bundle the hook owns
-    renew-check adopt --undo                   put the main.cf from before adopt back
+    renew-check [--lineage PATH]...          check every certificate and TLS service Postfix uses
+    renew-check --dry-run [--lineage PATH]   run the deploy pipeline for each lineage, changing nothing
+    renew-check probe TARGET... [--starttls|--implicit] [--servername NAME]
+                                [--cafile PATH] [--expect-cert PATH]
+    renew-check adopt LINEAGE                make Postfix read a bundle the hook owns
+    renew-check adopt --undo                 put the main.cf from before adopt back
 
-Exit codes follow the Nagios plugin convention: 0 OK, 1 WARNING, 2 CRITICAL, 3 UNKNOWN.
+TARGET is HOST:PORT, [IPv6]:PORT or HOST (port 25); port 465 means implicit TLS.
+Output: --json prints one document (schema postfix-certwatch/renew-check/1, see the
+README); otherwise a table on a terminal, plain text (Nagios style) elsewhere.
 """
 
 from __future__ import annotations
@@ -16,6 +20,7 @@ import argparse
 import json
 import os
 import sys
+import traceback
 from collections.abc import Mapping
 from enum import IntEnum
 from typing import Any
@@ -29,23 +34,38 @@ class Nagios(IntEnum):
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="renew-check", description=__doc__.split("\n\n")[0],
-                                formatter_class=argparse.RawDescriptionHelpFormatter,
-                                epilog="Exit codes: 0 OK, 1 WARNING, 2 CRITICAL, 3 UNKNOWN.")
+    overview = __doc__.split("\n\n", 1)[1].replace("``", "").replace("::", ":")
+    p = argparse.ArgumentParser(
+        prog="renew-check", formatter_class=argparse.RawDescriptionHelpFormatter,
+        description="Check every certificate and TLS service Postfix uses (a Nagios plugin).",
+        epilog=f"{overview}\nExit codes (Nagios): 0 OK, 1 WARNING, 2 CRITICAL, 3 UNKNOWN.")
     p.add_argument("--config", help="TOML configuration file")
     p.add_argument("--json", action="store_true", help="one JSON document on stdout")
     p.add_argument("--dry-run", action="store_true",
                    help="run the whole deploy pipeline for each lineage, changing nothing")
     p.add_argument("--lineage", action="append", default=[],
                    help="only this lineage directory (repeatable)")
+    p.add_argument("--no-deep", dest="deep", action="store_false", default=None,
+                   help="skip the extra handshakes (anonymous cipher, TLS 1.0/1.1)")
     sub = p.add_subparsers(dest="command")
-    pr = sub.add_parser("probe", help="probe SMTP endpoints")
-    pr.add_argument("targets", nargs="+", metavar="HOST:PORT")
+    pr = sub.add_parser("probe", help="probe SMTP endpoints",
+                        description="Probe SMTP endpoints (STARTTLS, or implicit TLS on 465).")
+    pr.add_argument("targets", nargs="+", metavar="TARGET", help="HOST:PORT, [IPv6]:PORT or HOST")
     mode = pr.add_mutually_exclusive_group()
     mode.add_argument("--starttls", action="store_true", help="SMTP + STARTTLS (default)")
-    mode.add_argument("--implicit", action="store_true", help="TLS from the first byte (465)")
-    pr.add_argument("--servername", help="SNI name to send")
-    pr.add_argument("--timeout", type=float, default=None, help="seconds per probe")
+    mode.add_argument("--implicit", action="store_true",
+                      help="TLS from the first byte (default for port 465)")
+    pr.add_argument("--servername", help="SNI name to send and the name the certificate must cover")
+    pr.add_argument("--cafile", help="trust anchors (PEM) in addition to the system store")
+    pr.add_argument("--expect-cert", metavar="PATH",
+                    help="PEM certificate (or full chain) the server must serve: else 'stale'")
+    pr.add_argument("--timeout", type=float, default=None, help="seconds per connection")
+    depth = pr.add_mutually_exclusive_group()
+    depth.add_argument("--deep", dest="probe_deep", action="store_true",
+                       help="also try an anonymous cipher and TLS 1.0/1.1 (3 extra handshakes; "
+                       "default: probe.deep in the config, true)")
+    depth.add_argument("--no-deep", dest="probe_no_deep", action="store_true",
+                       help="one handshake per target only")
     ad = sub.add_parser("adopt", help="switch Postfix to a bundle owned by the deploy hook")
     ad.add_argument("lineage", nargs="?", help="lineage directory under live/")
     ad.add_argument("--undo", action="store_true", help="restore main.cf from before adopt")
@@ -64,85 +84,136 @@ def main(argv: list[str] | None = None, environ: Mapping[str, str] | None = None
             return _probe(args, cfg)
         if args.command == "adopt":
             return _adopt(args, cfg)
-        return _lineages(args, cfg)
+        if args.dry_run:
+            return _dry_run(args, cfg)
+        return _check(args, cfg)
     except Error as exc:
-        print(f"UNKNOWN: {exc}", file=sys.stderr)
+        _unknown(args, str(exc))
+        return Nagios.UNKNOWN
+    except Exception as exc:  # a bug must not look like CRITICAL (2) or WARNING (1) to Nagios
+        print(traceback.format_exc(), file=sys.stderr)
+        _unknown(args, f"internal error: {type(exc).__name__}: {exc}")
         return Nagios.UNKNOWN
 
 
-def _emit(args: argparse.Namespace, doc: dict[str, Any], lines: list[str]) -> None:
+def _unknown(args: argparse.Namespace, message: str) -> None:
+    """Nagios reads the first line of stdout: the reason goes there (and to stderr)."""
     if args.json:
-        print(json.dumps(doc, indent=2))
+        print(f"UNKNOWN: {message}", file=sys.stderr)
+        from daemon import render  # noqa: PLC0415
+        from hook.verdict import Status  # noqa: PLC0415
+
+        command = args.command or ("dry-run" if args.dry_run else "check")
+        print(json.dumps(render.document(command, Status.UNKNOWN, message), indent=2))
     else:
-        print("\n".join(lines))
+        print(f"UNKNOWN: {message.splitlines()[0] if message else 'error'}")
 
 
-def _split_target(text: str) -> tuple[str, int]:
-    host, _, port = text.rpartition(":")
-    if not host or not port.isdigit():
-        from hook.errors import ConfigError  # noqa: PLC0415
+def _print(args: argparse.Namespace, doc: dict[str, Any], text: str) -> None:
+    print(json.dumps(doc, indent=2) if args.json else text)
+
+
+def _tty() -> bool:
+    return sys.stdout.isatty()
+
+
+def split_target(text: str) -> tuple[str, int]:
+    """``host:port``, ``[v6]:port``, ``host`` (25) or a bare IPv6 address (25)."""
+    from hook.errors import ConfigError  # noqa: PLC0415
+
+    if text.startswith("["):
+        host, _, rest = text[1:].partition("]")
+        port = rest[1:] if rest.startswith(":") else "25" if not rest else ""
+    elif text.count(":") == 1:
+        host, _, port = text.partition(":")
+    else:
+        host, port = text, "25"
+    if not host or not port.isdigit() or not 0 < int(port) < 65536:
         raise ConfigError(f"target {text!r}: expected HOST:PORT (IPv6 as [::1]:25)")
-    return host.strip("[]"), int(port)
+    return host, int(port)
+
+
+def _check(args: argparse.Namespace, cfg: Any) -> int:
+    from daemon import render, survey  # noqa: PLC0415
+
+    result = survey.survey(cfg, lineages=args.lineage, deep=args.deep)
+    _print(args, render.survey_json(result),
+           render.survey_text(result, tty=_tty(), thresholds=survey.thresholds_of(cfg)))
+    return result.status.exit_code
 
 
 def _probe(args: argparse.Namespace, cfg: Any) -> int:
-    from hook.bundle import fingerprint  # noqa: PLC0415
-    from hook.probe import Target, probe  # noqa: PLC0415
+    from pathlib import Path  # noqa: PLC0415
 
-    results = []
-    worst = Nagios.OK
-    lines = []
+    from daemon import render  # noqa: PLC0415
+    from hook import bundle  # noqa: PLC0415
+    from hook.judge import judge, role_for, thresholds_of  # noqa: PLC0415
+    from hook.probe import (  # noqa: PLC0415
+        Target,
+        map_bounded,
+        per_address,
+        probe,
+        probe_deep,
+        worth_going_deep,
+    )
+    from hook.validate import load_trust  # noqa: PLC0415
+    from hook.verdict import worst  # noqa: PLC0415
+
+    trust = load_trust(Path(args.cafile) if args.cafile else cfg.probe.cafile)
+    expected = None
+    if args.expect_cert:
+        path = Path(args.expect_cert)
+        try:
+            data = path.read_bytes()
+        except OSError as exc:
+            from hook.errors import BundleError  # noqa: PLC0415
+            raise BundleError(str(path), f"cannot read: {exc.strerror}") from exc
+        expected = bundle.fingerprint(bundle.parse_chain(data, str(path))[0])
+    targets = []
     for text in args.targets:
-        host, port = _split_target(text)
+        host, port = split_target(text)
         implicit = args.implicit or (port == 465 and not args.starttls)
-        res = probe(Target(host, port, implicit, args.servername),
-                    timeout=args.timeout or cfg.probe.timeout)
-        if res.handshake and res.handshake.chain:
-            sha = fingerprint(res.handshake.leaf)
-            lines.append(f"OK {res.target.label} {res.handshake.protocol} {res.handshake.cipher} "
-                         f"leaf sha256 {sha}")
-            results.append({"target": res.target.label, "status": "ok", "leaf_sha256": sha,
-                            "protocol": res.handshake.protocol, "cipher": res.handshake.cipher,
-                            "seconds": round(res.seconds, 4)})
-        else:
-            worst = Nagios.CRITICAL
-            code = res.failure.value if res.failure else "unknown"
-            lines.append(f"CRITICAL {res.target.label} {code}: {res.detail}")
-            results.append({"target": res.target.label, "status": "critical", "problems":
-                            [{"code": code, "detail": res.detail}],
-                            "seconds": round(res.seconds, 4)})
-    _emit(args, {"status": worst.name.lower(), "targets": results}, lines)
-    return worst
+        targets.extend(per_address(Target(host, port, implicit, args.servername)))
+    timeout = args.timeout or cfg.probe.timeout
+    deep = args.probe_deep or (cfg.probe.deep and args.deep is not False
+                                and not args.probe_no_deep)
+
+    def one(t: Target) -> Any:
+        res = probe(t, timeout=timeout)
+        return res, (probe_deep(t, timeout=timeout) if deep and worth_going_deep(res) else None)
+
+    results = map_bounded(one, targets, host=lambda t: t.host, per_host=cfg.probe.per_host,
+                          workers=cfg.probe.workers)
+    verdicts = [judge(res, trust=trust, names=[t.sni] if t.sni else [], expected_sha256=expected,
+                      thresholds=thresholds_of(cfg.probe), deep=dr, role=role_for(t))
+                for t, (res, dr) in zip(targets, results, strict=True)]
+    status = worst([v.status for v in verdicts])
+    _print(args, render.probe_json(verdicts, status),
+           render.probe_text(verdicts, status, tty=_tty()))
+    return status.exit_code
 
 
-def _lineages(args: argparse.Namespace, cfg: Any) -> int:
+def _dry_run(args: argparse.Namespace, cfg: Any) -> int:
+    from daemon import render  # noqa: PLC0415
     from hook import deploy, lineage  # noqa: PLC0415
+    from hook.verdict import Status, worst  # noqa: PLC0415
 
     paths = args.lineage or sorted(
         str(p) for p in (cfg.certbot.config_dir / "live").glob("*") if p.is_dir())
-    worst = Nagios.OK
-    docs = []
-    lines = []
+    items = []
     for path in paths:
         lin = lineage.resolve(path, cfg.certbot.config_dir)
-        report = deploy.run(cfg, lin, dry_run=True)
-        status = {
-            deploy.Outcome.WOULD_DEPLOY: Nagios.OK,
-            deploy.Outcome.SKIPPED: Nagios.OK,
-        }.get(report.outcome, Nagios.CRITICAL)
-        worst = max(worst, status)
-        docs.append({"lineage": report.lineage, "status": status.name.lower(),
-                     "outcome": report.outcome.value, "message": report.message,
-                     "steps": list(report.steps), "new_sha256": report.new_sha256,
-                     "old_sha256": report.old_sha256})
-        lines.append(f"{status.name} {report.lineage}: {report.message}")
-        if args.dry_run:
-            lines.extend(f"  would: {s}" for s in report.steps)
-    if not paths:
-        lines.append(f"UNKNOWN: no lineages under {cfg.certbot.config_dir / 'live'}")
-        worst = Nagios.UNKNOWN
-    _emit(args, {"status": worst.name.lower(), "lineages": docs}, lines)
-    return worst
+        report = deploy.run(cfg, lin, dry_run=True)  # the one pipeline, nothing changed
+        status = Status.OK if report.outcome in (deploy.Outcome.WOULD_DEPLOY,
+                                                 deploy.Outcome.SKIPPED) else Status.CRITICAL
+        items.append((report, status))
+    overall = worst([s for _, s in items]) if items else Status.UNKNOWN
+    summary = (f"dry run for {len(items)} lineage(s)" if items else
+               f"no lineages under {cfg.certbot.config_dir / 'live'}")
+    _print(args, render.document("dry-run", overall, summary,
+                                 lineages=[render.report_json(r, s) for r, s in items]),
+           render.dry_run_text(items, overall, tty=_tty()) if items else f"UNKNOWN: {summary}")
+    return overall.exit_code
 
 
 def _adopt(args: argparse.Namespace, cfg: Any) -> int:
@@ -156,10 +227,10 @@ def _adopt(args: argparse.Namespace, cfg: Any) -> int:
         print("UNKNOWN: adopt needs a lineage directory (or --undo)", file=sys.stderr)
         return Nagios.UNKNOWN
     res = adopt.adopt(cfg, lineage.resolve(args.lineage, cfg.certbot.config_dir))
-    _emit(args, {"status": "ok", "bundle": str(res.bundle), "backup": str(res.backup),
-                 "leaf_sha256": res.leaf_sha256, "services": list(res.services)},
-          [f"OK: Postfix now reads {res.bundle} (main.cf backup: {res.backup}); "
-           f"serving {res.leaf_sha256[:16]} on {', '.join(res.services)}"])
+    doc = {"status": "ok", "bundle": str(res.bundle), "backup": str(res.backup),
+           "leaf_sha256": res.leaf_sha256, "services": list(res.services)}
+    _print(args, doc, f"OK: Postfix now reads {res.bundle} (main.cf backup: {res.backup}); "
+           f"serving {res.leaf_sha256[:16]} on {', '.join(res.services)}")
     return Nagios.OK
 
 

@@ -72,6 +72,20 @@ class ProbeConfig:
     """Per connection: connect, each read, and the handshake."""
     cafile: Path | None = None
     """Extra trust anchors (a private CA); the system store is used as well."""
+    deep: bool = True
+    """``renew-check``: also try an anonymous cipher and TLS 1.0/1.1 (3 extra handshakes)."""
+    per_host: int = 4
+    """At most this many connections to one host at a time (postscreen/anvil count them)."""
+    workers: int = 32
+    """At most this many probes in flight overall."""
+    warning_fraction: float = 0.25
+    """Warn when less than this fraction of a certificate's lifetime is left."""
+    critical_fraction: float = 0.10
+    """Critical when less than this fraction of its lifetime is left."""
+    warning_days: float = 3.0
+    """Floor: warn with fewer days left than this (capped at 1/6 of the lifetime)."""
+    critical_days: float = 1.0
+    """Floor: critical with fewer days left than this (capped at 1/6 of the lifetime)."""
 
 
 @dataclass(frozen=True)
@@ -211,6 +225,9 @@ def _build_section(cls: type[Any], table: dict[str, Any], path: Path, section: s
         if key not in known:
             raise ConfigError(f"{where}: unknown key (known in [{section}]: {', '.join(sorted(known))})")
         kwargs[key] = _coerce(hints[key], value, where)
+        if key.endswith("_fraction") and kwargs[key] >= 1:
+            raise ConfigError(f"{where}: expected a fraction below 1 (0.25 = a quarter), "
+                              f"got {value!r}")
     return cls(**kwargs)
 
 

@@ -2,7 +2,21 @@
 
 A failed probe is a result, not an exception: :func:`probe` always returns a
 :class:`ProbeResult` whose ``failure`` says what went wrong. Judging the served chain
-(trust, names, dates) is separate, in the verdict code; this module only observes.
+(trust, names, dates) is separate, in :mod:`hook.judge`; this module only observes.
+
+Three kinds of observation:
+
+* :func:`probe` - one handshake with a modern client (TLS 1.2+, no anonymous ciphers):
+  the served chain, protocol, cipher, and whether STARTTLS was advertised.
+* :func:`probe_deep` - extra handshakes that OpenSSL 3 refuses by default: an anonymous
+  (``aNULL``) cipher, TLS 1.0 and TLS 1.1. The probe lowers its *own* security level
+  (``@SECLEVEL=0``) for these handshakes only, in contexts of their own.
+* :func:`map_bounded` / :func:`probe_many` - many targets concurrently, with a bound on
+  the connections open to one host at a time (postscreen and anvil count them).
+
+Time limits: ``timeout`` is an overall deadline for one connection (connect, every
+read, STARTTLS, handshake, QUIT); ``connect_timeout`` and ``read_timeout`` bound one
+step each and never outlive the overall deadline.
 """
 
 from __future__ import annotations
@@ -10,15 +24,23 @@ from __future__ import annotations
 import contextlib
 import socket
 import ssl
+import threading
 import time
+import warnings
+from collections import defaultdict
+from collections.abc import Callable, Iterable, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from enum import StrEnum
+from typing import Any, TypeVar
 
 from cryptography import x509
 
 from hook.smtp import Deadline, DeadlineExceeded, SMTPConnection, SMTPProtocolError, ehlo_keywords
 
 _DER = 2  # _ssl.ENCODING_DER
+_PLAINTEXT_REASONS = ("WRONG_VERSION_NUMBER", "PACKET_LENGTH_TOO_LONG", "RECORD_LAYER_FAILURE",
+                      "UNKNOWN_PROTOCOL", "HTTP_REQUEST")
 
 
 class Failure(StrEnum):
@@ -46,6 +68,11 @@ class Target:
     def label(self) -> str:
         host = f"[{self.host}]" if ":" in self.host else self.host
         return f"{host}:{self.port}"
+
+    @property
+    def sni(self) -> str | None:
+        """The SNI name sent: ``servername``, else the host unless it is an address."""
+        return self.servername or (None if _is_ip(self.host) else self.host)
 
 
 @dataclass(frozen=True)
@@ -75,6 +102,41 @@ class ProbeResult:
         return self.handshake is not None
 
 
+class Extra(StrEnum):
+    """The extra handshakes of :func:`probe_deep`."""
+
+    ANONYMOUS = "anonymous"
+    TLS1 = "TLSv1"
+    TLS1_1 = "TLSv1.1"
+
+
+@dataclass(frozen=True)
+class DeepResult:
+    """What the extra (deliberately weak) handshakes showed.
+
+    ``accepted`` maps each extra handshake the server completed to what was negotiated
+    (``"TLSv1.2 AECDH-AES256-SHA"``); ``refused`` lists those it turned down;
+    ``inconclusive`` those that could not be tried (timeout, busy, ...) with the reason.
+    ``weak_handshake`` is the session seen over the oldest accepted protocol: when a
+    server speaks nothing newer, it is the only way to see its certificate.
+    """
+
+    target: Target
+    accepted: tuple[tuple[Extra, str], ...]
+    refused: tuple[Extra, ...]
+    inconclusive: tuple[tuple[Extra, str], ...]
+    weak_handshake: Handshake | None
+    seconds: float
+
+    @property
+    def anonymous_cipher(self) -> str | None:
+        return next((what for extra, what in self.accepted if extra is Extra.ANONYMOUS), None)
+
+    @property
+    def weak_protocols(self) -> tuple[str, ...]:
+        return tuple(extra.value for extra, _ in self.accepted if extra is not Extra.ANONYMOUS)
+
+
 class _Fail(Exception):
     def __init__(self, failure: Failure, detail: str) -> None:
         super().__init__(detail)
@@ -90,36 +152,167 @@ def default_context() -> ssl.SSLContext:
     return ctx
 
 
-_DEFAULT_CTX: ssl.SSLContext | None = None
+def extra_context(extra: Extra) -> ssl.SSLContext:
+    """A context for one deliberately weak handshake, at OpenSSL security level 0.
+
+    Only :func:`probe_deep` uses these; the default probe keeps OpenSSL's defaults.
+    """
+    ctx = default_context()
+    with warnings.catch_warnings():  # ssl.TLSVersion.TLSv1/TLSv1_1 are deprecated: on purpose
+        warnings.simplefilter("ignore", DeprecationWarning)
+        if extra is Extra.ANONYMOUS:
+            ctx.maximum_version = ssl.TLSVersion.TLSv1_2  # TLS 1.3 has no anonymous suites
+            # Anonymous ECDH first: the same answer as ADH, ~20x cheaper for both sides
+            # than finite-field DH; ADH only for servers that offer nothing else.
+            ctx.set_ciphers("kECDHE+aNULL:aNULL:!eNULL:@SECLEVEL=0")
+        else:
+            version = ssl.TLSVersion.TLSv1 if extra is Extra.TLS1 else ssl.TLSVersion.TLSv1_1
+            ctx.minimum_version = version
+            ctx.maximum_version = version
+            ctx.set_ciphers("ALL:!aNULL:@SECLEVEL=0")
+    return ctx
 
 
-def _shared_context() -> ssl.SSLContext:
-    global _DEFAULT_CTX  # noqa: PLW0603 - one context per process, built lazily
-    if _DEFAULT_CTX is None:
-        _DEFAULT_CTX = default_context()
-    return _DEFAULT_CTX
+_CONTEXTS: dict[str, ssl.SSLContext] = {}
+_CONTEXTS_LOCK = threading.Lock()
+
+
+def _context(key: str) -> ssl.SSLContext:
+    """One context per kind per process, built lazily (building one costs ~1 ms)."""
+    ctx = _CONTEXTS.get(key)
+    if ctx is None:
+        with _CONTEXTS_LOCK:
+            ctx = _CONTEXTS.get(key)
+            if ctx is None:
+                ctx = default_context() if key == "default" else extra_context(Extra(key))
+                _CONTEXTS[key] = ctx
+    return ctx
 
 
 def probe(target: Target, *, timeout: float = 10.0, context: ssl.SSLContext | None = None,
-          ehlo_name: str | None = None) -> ProbeResult:
-    """Probe one target within ``timeout`` seconds overall."""
+          ehlo_name: str | None = None, connect_timeout: float | None = None,
+          read_timeout: float | None = None, handshake_timeout: float | None = None,
+          ) -> ProbeResult:
+    """Probe one target within ``timeout`` seconds overall; never raises for the network.
+
+    ``connect_timeout``, ``read_timeout`` (each SMTP reply) and ``handshake_timeout``
+    bound one step each, inside the overall ``timeout``.
+    """
     start = time.monotonic()
+    steps = _Steps(connect_timeout, read_timeout, handshake_timeout)
     try:
-        handshake = _probe(target, Deadline(timeout), context or _shared_context(),
-                           ehlo_name or _ehlo_name())
+        handshake = _probe(target, Deadline(timeout), context or _context("default"),
+                           ehlo_name or _ehlo_name(), steps)
     except _Fail as fail:
         return ProbeResult(target, None, fail.failure, fail.detail, time.monotonic() - start)
     return ProbeResult(target, handshake, None, "", time.monotonic() - start)
 
 
-def _ehlo_name() -> str:
-    name = socket.gethostname()
-    return name if "." in name else f"{name}.localdomain"
+def probe_deep(target: Target, *, timeout: float = 10.0, ehlo_name: str | None = None,
+               extras: Sequence[Extra] = tuple(Extra)) -> DeepResult:
+    """Try the weak handshakes one after the other (one connection each, never parallel)."""
+    start = time.monotonic()
+    accepted: list[tuple[Extra, str]] = []
+    refused: list[Extra] = []
+    unsure: list[tuple[Extra, str]] = []
+    weak: Handshake | None = None
+    for extra in extras:
+        res = probe(target, timeout=timeout, context=_context(extra.value), ehlo_name=ehlo_name)
+        if res.handshake is not None:
+            accepted.append((extra, f"{res.handshake.protocol} {res.handshake.cipher}"))
+            if extra is not Extra.ANONYMOUS and weak is None and res.handshake.chain:
+                weak = res.handshake
+        elif res.failure is Failure.HANDSHAKE_FAILED:
+            refused.append(extra)
+        else:
+            unsure.append((extra, f"{res.failure.value if res.failure else 'unknown'}: {res.detail}"))
+    return DeepResult(target, tuple(accepted), tuple(refused), tuple(unsure), weak,
+                      time.monotonic() - start)
 
 
-def _probe(target: Target, deadline: Deadline, ctx: ssl.SSLContext, ehlo: str) -> Handshake:
+Resolver = Callable[..., list[tuple[Any, ...]]]
+
+
+def per_address(target: Target, resolve: Resolver = socket.getaddrinfo) -> list[Target]:
+    """One target per address of a host name (IPv4 and IPv6), each sending the name as
+    SNI: a dual-stack MX is checked on both families. An address, or a name that does
+    not resolve (the probe then reports it), stays as it is."""
+    if _is_ip(target.host):
+        return [target]
     try:
-        sock = socket.create_connection((target.host, target.port), timeout=deadline.left())
+        infos = resolve(target.host, target.port, type=socket.SOCK_STREAM)
+    except (OSError, UnicodeError):
+        return [target]
+    addresses = list(dict.fromkeys(str(info[4][0]) for info in infos))
+    if len(addresses) <= 1:
+        return [target]
+    sni = target.servername or target.host
+    return [Target(a, target.port, target.implicit_tls, sni) for a in addresses]
+
+
+def worth_going_deep(result: ProbeResult) -> bool:
+    """Deep checks after this result? Not when the host is down, busy or tarpitting:
+    three more connections would only triple the wait."""
+    return result.ok or result.failure in (Failure.HANDSHAKE_FAILED, Failure.PROTOCOL_ERROR)
+
+
+_T = TypeVar("_T")
+_R = TypeVar("_R")
+
+
+def map_bounded(func: Callable[[_T], _R], items: Iterable[_T], *, host: Callable[[_T], str],
+                per_host: int = 4, workers: int = 32) -> list[_R]:
+    """``[func(item) for item in items]`` run concurrently, in order, with at most
+    ``per_host`` calls at a time for items of the same ``host(item)``."""
+    todo = list(items)
+    if not todo:
+        return []
+    gates: defaultdict[str, threading.BoundedSemaphore] = defaultdict(
+        lambda: threading.BoundedSemaphore(max(1, per_host)))
+    for item in todo:  # create every gate up front: defaultdict is not thread-safe
+        _ = gates[host(item)]
+
+    def gated(item: _T) -> _R:
+        with gates[host(item)]:
+            return func(item)
+
+    if len(todo) == 1:
+        return [gated(todo[0])]
+    with ThreadPoolExecutor(max_workers=max(1, min(workers, len(todo))),
+                            thread_name_prefix="probe") as pool:
+        return list(pool.map(gated, todo))
+
+
+def probe_many(targets: Iterable[Target], *, timeout: float = 10.0, per_host: int = 4,
+               workers: int = 32) -> list[ProbeResult]:
+    """:func:`probe` every target concurrently (results in the order given)."""
+    return map_bounded(lambda t: probe(t, timeout=timeout), targets, host=lambda t: t.host,
+                       per_host=per_host, workers=workers)
+
+
+@dataclass(frozen=True)
+class _Steps:
+    connect: float | None
+    read: float | None
+    handshake: float | None
+
+
+_EHLO_NAME: str | None = None
+
+
+def _ehlo_name() -> str:
+    global _EHLO_NAME  # noqa: PLW0603 - the host name, looked up once per process
+    if _EHLO_NAME is None:
+        name = socket.gethostname()
+        _EHLO_NAME = name if "." in name else f"{name}.localdomain"
+    return _EHLO_NAME
+
+
+def _probe(target: Target, deadline: Deadline, ctx: ssl.SSLContext, ehlo: str,
+           steps: _Steps) -> Handshake:
+    try:
+        sock = socket.create_connection((target.host, target.port),
+                                        timeout=deadline.left(steps.connect))
     except (DeadlineExceeded, TimeoutError) as exc:
         raise _Fail(Failure.TIMEOUT, f"connect to {target.label} timed out") from exc
     except OSError as exc:
@@ -128,8 +321,8 @@ def _probe(target: Target, deadline: Deadline, ctx: ssl.SSLContext, ehlo: str) -
         advertised = False
         try:
             if not target.implicit_tls:
-                advertised = _starttls(SMTPConnection(sock, deadline), target)
-            tls = _handshake(sock, ctx, target, deadline)
+                advertised = _starttls(SMTPConnection(sock, deadline, steps.read), target, ehlo)
+            tls = _handshake(sock, ctx, target, deadline, steps.handshake)
         except DeadlineExceeded as exc:
             raise _Fail(Failure.TIMEOUT, f"{target.label}: no answer within the timeout") from exc
         except SMTPProtocolError as exc:
@@ -138,54 +331,72 @@ def _probe(target: Target, deadline: Deadline, ctx: ssl.SSLContext, ehlo: str) -
             raise _Fail(Failure.UNREACHABLE, f"{target.label}: {exc.strerror or exc}") from exc
         with contextlib.closing(tls):
             cipher = tls.cipher()
+            try:
+                chain = _served_chain(tls)
+            except ValueError as exc:  # a certificate cryptography cannot parse
+                raise _Fail(Failure.PROTOCOL_ERROR, f"{target.label}: the server sent a "
+                            f"certificate that cannot be parsed: {exc}") from exc
             handshake = Handshake(
-                chain=_served_chain(tls),
+                chain=chain,
                 protocol=tls.version() or "",
                 cipher=cipher[0] if cipher else "",
                 starttls_advertised=advertised or target.implicit_tls,
             )
-            _quit(tls)
+            if target.implicit_tls:
+                # The 220 greeting comes inside TLS: read it before saying QUIT.
+                with contextlib.suppress(DeadlineExceeded, SMTPProtocolError, OSError):
+                    SMTPConnection(tls, Deadline(min(1.0, deadline.end - time.monotonic())),
+                                   ).read_reply()
+            SMTPConnection(tls, deadline).quit()
     return handshake
 
 
-def _starttls(conn: SMTPConnection, target: Target) -> bool:
-    greeting = conn.read_reply()
-    if greeting.code == 421 or 400 <= greeting.code < 500:
+def _starttls(conn: SMTPConnection, target: Target, ehlo_name: str) -> bool:
+    greeting = conn.read_reply()  # the whole greeting, however slow or multi-line
+    if 400 <= greeting.code < 500:
+        conn.quit()
         raise _Fail(Failure.BUSY, f"{target.label}: greeting {greeting.code} {greeting.text}")
     if greeting.code != 220:
+        conn.quit()
         raise _Fail(Failure.UNREACHABLE, f"{target.label}: greeting {greeting.code} {greeting.text}")
-    ehlo = conn.command(f"EHLO {_ehlo_name()}")
+    ehlo = conn.command(f"EHLO {ehlo_name}")
     if ehlo.code == 421:
         raise _Fail(Failure.BUSY, f"{target.label}: EHLO {ehlo.code} {ehlo.text}")
     if ehlo.code != 250:
+        conn.quit()
         raise _Fail(Failure.NO_STARTTLS, f"{target.label}: EHLO refused: {ehlo.code} {ehlo.text}")
     if "STARTTLS" not in ehlo_keywords(ehlo):
-        raise _Fail(Failure.NO_STARTTLS, f"{target.label}: STARTTLS not offered in EHLO reply")
+        conn.quit()
+        raise _Fail(Failure.NO_STARTTLS, f"{target.label}: STARTTLS not offered in the EHLO reply")
     reply = conn.command("STARTTLS")
     if reply.code == 421:
         raise _Fail(Failure.BUSY, f"{target.label}: STARTTLS {reply.code} {reply.text}")
     if reply.code != 220:
+        conn.quit()
         raise _Fail(Failure.STARTTLS_REFUSED, f"{target.label}: STARTTLS answered {reply.code} "
                     f"{reply.text}")
     if conn.pending():
-        raise _Fail(Failure.PROTOCOL_ERROR, f"{target.label}: data after STARTTLS reply "
+        raise _Fail(Failure.PROTOCOL_ERROR, f"{target.label}: data after the STARTTLS reply "
                     "(plaintext injection?)")
     return True
 
 
 def _handshake(sock: socket.socket, ctx: ssl.SSLContext, target: Target,
-               deadline: Deadline) -> ssl.SSLSocket:
-    sni = target.servername or (None if _is_ip(target.host) else target.host)
-    tls = ctx.wrap_socket(sock, server_hostname=sni, do_handshake_on_connect=False)
+               deadline: Deadline, cap: float | None = None) -> ssl.SSLSocket:
+    tls = ctx.wrap_socket(sock, server_hostname=target.sni, do_handshake_on_connect=False)
     try:
-        tls.settimeout(deadline.left())
+        tls.settimeout(deadline.left(cap))
         tls.do_handshake()
     except TimeoutError as exc:
         raise DeadlineExceeded from exc
     except (ssl.SSLError, ConnectionError) as exc:
         tls.close()
+        reason = getattr(exc, "reason", None) or str(exc) or type(exc).__name__
+        hint = ""
+        if target.implicit_tls and any(r in str(reason).upper() for r in _PLAINTEXT_REASONS):
+            hint = " (the server answered in plaintext: is this a STARTTLS port? try --starttls)"
         raise _Fail(Failure.HANDSHAKE_FAILED, f"{target.label}: TLS handshake failed: "
-                    f"{getattr(exc, 'reason', None) or exc}") from exc
+                    f"{reason}{hint}") from exc
     return tls
 
 
@@ -198,13 +409,6 @@ def _served_chain(tls: ssl.SSLSocket) -> tuple[x509.Certificate, ...]:
         leaf = tls.getpeercert(binary_form=True)
         ders = [leaf] if leaf else []
     return tuple(x509.load_der_x509_certificate(d) for d in ders)
-
-
-def _quit(tls: ssl.SSLSocket) -> None:
-    with contextlib.suppress(OSError, ValueError):
-        tls.settimeout(1.0)
-        tls.sendall(b"QUIT\r\n")
-        tls.recv(1024)
 
 
 def _is_ip(host: str) -> bool:

@@ -8,6 +8,7 @@ size, so a tarpit or a 10 MB banner ends in time with a clear failure.
 
 from __future__ import annotations
 
+import contextlib
 import socket
 import time
 from dataclasses import dataclass
@@ -35,28 +36,34 @@ class Reply:
 
 
 class Deadline:
-    """An absolute monotonic deadline; ``left()`` is what every blocking call may use."""
+    """An absolute monotonic deadline; ``left()`` is what every blocking call may use.
+
+    ``left(cap)`` bounds one step (connect, one read) by ``cap`` as well, so a step
+    timeout never outlives the overall one.
+    """
 
     def __init__(self, seconds: float) -> None:
         self.end = time.monotonic() + seconds
 
-    def left(self) -> float:
+    def left(self, cap: float | None = None) -> float:
         remaining = self.end - time.monotonic()
         if remaining <= 0:
             raise DeadlineExceeded
-        return remaining
+        return remaining if cap is None else min(remaining, cap)
 
 
 class SMTPConnection:
     """Line-oriented SMTP over a connected socket (plain or TLS)."""
 
-    def __init__(self, sock: socket.socket, deadline: Deadline) -> None:
+    def __init__(self, sock: socket.socket, deadline: Deadline,
+                 read_timeout: float | None = None) -> None:
         self.sock = sock
         self.deadline = deadline
+        self.read_timeout = read_timeout
         self._buf = b""
 
     def _fill(self) -> None:
-        self.sock.settimeout(self.deadline.left())
+        self.sock.settimeout(self.deadline.left(self.read_timeout))
         try:
             data = self.sock.recv(16384)
         except TimeoutError as exc:
@@ -104,6 +111,14 @@ class SMTPConnection:
         except TimeoutError as exc:
             raise DeadlineExceeded from exc
         return self.read_reply()
+
+    def quit(self) -> None:
+        """Say ``QUIT`` and wait briefly for the ``221``: polite, never an error."""
+        with contextlib.suppress(OSError, DeadlineExceeded, SMTPProtocolError):
+            self.sock.settimeout(self.deadline.left(1.0))
+            self.sock.sendall(b"QUIT\r\n")
+            self.read_timeout = min(self.read_timeout or 1.0, 1.0)
+            self.read_reply()
 
     def pending(self) -> bytes:
         """Bytes the server sent beyond the last reply (a STARTTLS injection sign)."""

@@ -80,7 +80,14 @@ def _subject(name: str) -> x509.verification.Subject:
     try:
         return x509.IPAddress(ipaddress.ip_address(name))
     except ValueError:
-        return x509.DNSName(name)
+        return x509.DNSName(name.lower().rstrip("."))
+
+
+def _trust_subject(names: Sequence[str]) -> x509.verification.Subject:
+    """A concrete name the leaf covers, to ask the verifier about trust alone: the first
+    non-wildcard SAN, else a name inside the first wildcard (``*.a.b`` -> ``x.a.b``)."""
+    concrete = [n for n in names if not n.startswith("*.")]
+    return _subject(concrete[0] if concrete else "wildcard-check" + names[0][1:])
 
 
 def _issued_by(child: x509.Certificate, parent: x509.Certificate) -> bool:
@@ -145,9 +152,9 @@ def check_trust(chain: Sequence[x509.Certificate], trust: Trust, now: dt.datetim
     anchored = any(a.subject == leaf.issuer for a in trust.anchors)
     try:
         verifier = PolicyBuilder().store(trust.store()).time(when).build_server_verifier(
-            _subject(names[0]))
+            _trust_subject(names))
         verifier.verify(leaf, intermediates)
-    except VerificationError as exc:
+    except (VerificationError, ValueError) as exc:
         if is_self_signed(leaf):
             return [Problem(Code.SELF_SIGNED, Status.CRITICAL,
                             f"{where}: the leaf is self-signed ({leaf.subject.rfc4514_string()})",

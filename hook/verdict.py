@@ -67,11 +67,22 @@ class Code(StrEnum):
     MX_NOT_COVERED = "mx_not_covered"
     MTA_STS_MISMATCH = "mta_sts_mismatch"
     MTA_STS_POLICY = "mta_sts_policy"
+    # -- what the Postfix TLS configuration audit can show (hook.audit) -----------------
+    CERT_NOT_FULLCHAIN = "cert_not_fullchain"
+    MX_TLS_REQUIRED = "mx_tls_required"
+    TLS_LOGLEVEL = "tls_loglevel"
+    KEY_PERMISSIONS = "key_permissions"
+    CLIENT_TLS_LEVEL = "client_tls_level"
+    CLIENT_NO_CAFILE = "client_no_cafile"
+    CLIENT_CERT_EKU = "client_cert_eku"
 
 
 @dataclass(frozen=True)
 class Problem:
-    """One finding: a code, how bad it is, what was seen, and what to do about it."""
+    """One finding: a code, how bad it is, what was seen, and what to do about it.
+
+    A problem with status ``ok`` is advice: shown and exported, never raising the exit code.
+    """
 
     code: Code
     status: Status

@@ -242,6 +242,8 @@ class PostfixInstance:
     smtps_port: int = field(default_factory=free_port)
     chain_files: str = ""
     extra_main: dict[str, str] = field(default_factory=dict)
+    postscreen: bool = False
+    """Put postscreen (with tlsproxy) in front of ``smtp_port``, like a real MX."""
 
     @property
     def config_dir(self) -> Path:
@@ -297,8 +299,15 @@ class PostfixInstance:
             f"{k} = {v}\n" for k, v in params.items())
 
     def master_cf(self) -> str:
+        if self.postscreen:
+            front = (f"{LO}:{self.smtp_port} inet n - n - 1 postscreen\n"
+                     "smtpd     pass  -       -       n       -       -       smtpd\n"
+                     "tlsproxy  unix  -       -       n       -       0       tlsproxy\n"
+                     "dnsblog   unix  -       -       n       -       0       dnsblog\n")
+        else:
+            front = f"{LO}:{self.smtp_port} inet n - n - - smtpd\n"
         return (
-            f"{LO}:{self.smtp_port} inet n - n - - smtpd\n"
+            front +
             f"{LO}:{self.submission_port} inet n - n - - smtpd\n"
             "  -o smtpd_tls_security_level=encrypt\n"
             f"{LO}:{self.smtps_port} inet n - n - - smtpd\n"
@@ -327,6 +336,12 @@ class PostfixInstance:
     def set_main(self, **params: str) -> None:
         """Change main.cf parameters (backdated, so Postfix does not stall)."""
         self.extra_main.update(params)
+        write_backdated(self.config_dir / "main.cf", self.main_cf())
+
+    def reset_main(self, *names: str) -> None:
+        """Drop parameters added with :meth:`set_main` (back to the harness defaults)."""
+        for name in names or tuple(self.extra_main):
+            self.extra_main.pop(name, None)
         write_backdated(self.config_dir / "main.cf", self.main_cf())
 
     def master_pid(self) -> int | None:

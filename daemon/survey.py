@@ -1,0 +1,297 @@
+"""``renew-check`` with no arguments: find every certificate Postfix uses and every TLS
+service it runs, and check them all. Models only: rendering is :mod:`daemon.render`.
+
+Per certificate (a certbot lineage, the deploy hook's bundle of one, or a plain file):
+expiry against its own lifetime, the same chain/name/key checks the deploy hook runs,
+and, for a bundle, whether it still matches the lineage. Per TLS service: a probe (and
+the deep checks) compared with what is on disk (``stale``). Plus the Postfix TLS
+configuration audit (:mod:`hook.audit`). The daemon can reuse :func:`survey` as is.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import os
+from collections.abc import Sequence
+from dataclasses import dataclass, replace
+from pathlib import Path
+
+from hook import audit as audit_mod
+from hook import bundle as bundle_mod
+from hook.config import Config
+from hook.deploy import postfix_for
+from hook.errors import BundleError, Error
+from hook.judge import Thresholds, Verdict, expiry_problems, judge, lifetime_left, role_for
+from hook.judge import thresholds_of as judge_thresholds
+from hook.postfix import Service
+from hook.probe import (
+    DeepResult,
+    ProbeResult,
+    Target,
+    map_bounded,
+    probe,
+    probe_deep,
+    worth_going_deep,
+)
+from hook.validate import Trust, check_chain, load_trust, names_of
+from hook.verdict import Code, Problem, Status, worst
+
+
+@dataclass(frozen=True)
+class CertCheck:
+    """One certificate Postfix reads, judged on disk."""
+
+    name: str
+    """The lineage name, or the file path for a certificate certbot does not manage."""
+    lineage: str | None
+    """The lineage directory (``live/NAME``), when there is one."""
+    files: tuple[str, ...]
+    used_by: tuple[str, ...]
+    """``main.cf: smtpd_tls_chain_files`` style references."""
+    leaf_sha256: str | None
+    names: tuple[str, ...]
+    not_before: dt.datetime | None
+    not_after: dt.datetime | None
+    lifetime_left: float | None
+    status: Status
+    problems: tuple[Problem, ...]
+
+    @property
+    def days_left(self) -> float | None:
+        if self.not_after is None:
+            return None
+        return (self.not_after - dt.datetime.now(dt.UTC)).total_seconds() / 86400
+
+    @property
+    def lifetime_days(self) -> float | None:
+        if self.not_after is None or self.not_before is None:
+            return None
+        return (self.not_after - self.not_before).total_seconds() / 86400
+
+
+@dataclass(frozen=True)
+class ServiceCheck:
+    """One TLS service, probed and compared with the certificate on disk."""
+
+    service: str
+    """The master.cf service name (``submission``, ``127.0.0.1:25``, ...)."""
+    verdict: Verdict
+    expected_sha256: tuple[str, ...]
+
+
+@dataclass(frozen=True)
+class Survey:
+    status: Status
+    checked_at: dt.datetime
+    postfix: str
+    certificates: tuple[CertCheck, ...]
+    services: tuple[ServiceCheck, ...]
+    audit: tuple[Problem, ...]
+
+    @property
+    def problems(self) -> tuple[Problem, ...]:
+        return (*(p for c in self.certificates for p in c.problems),
+                *(p for s in self.services for p in s.verdict.problems), *self.audit)
+
+
+def thresholds_of(config: Config) -> Thresholds:
+    return judge_thresholds(config.probe)
+
+
+def survey(config: Config, *, lineages: Sequence[str] = (), deep: bool | None = None,
+           now: dt.datetime | None = None) -> Survey:
+    """Check everything; never raises for Postfix, files or the network (UNKNOWN instead)."""
+    now = now or dt.datetime.now(dt.UTC)
+    postfix = postfix_for(config)
+    where = str(config.postfix.config_directory)
+    try:
+        tls = audit_mod.snapshot(postfix)
+        trust = load_trust(config.probe.cafile)
+    except Error as exc:
+        problem = Problem(Code.UNREADABLE, Status.UNKNOWN, f"cannot read the configuration: {exc}")
+        return Survey(Status.UNKNOWN, now, where, (), (), (problem,))
+    files = audit_mod.cert_files(tls)
+    wanted = {os.path.basename(os.path.normpath(p)) for p in lineages}
+    groups: dict[str, list[audit_mod.CertFile]] = {}
+    for f in files:
+        if f.side == "server":
+            groups.setdefault(_group_of(f.path, config), []).append(f)
+    if wanted:
+        groups = {k: v for k, v in groups.items() if k in wanted}
+        if not groups:
+            problem = Problem(Code.UNREADABLE, Status.UNKNOWN,
+                              f"Postfix ({where}) uses no server certificate from lineage "
+                              f"{', '.join(sorted(wanted))}")
+            return Survey(Status.UNKNOWN, now, where, (), (), (problem,))
+    myhostname = tls.params.get("myhostname", "")
+    certs = tuple(_check_cert(name, fs, config, trust, now, myhostname)
+                  for name, fs in sorted(groups.items()))
+    services = _check_services(tls, groups, config, trust, now, myhostname,
+                               config.probe.deep if deep is None else deep)
+    roots = [config.certbot.config_dir / "live", config.certbot.config_dir / "archive",
+             config.deploy.bundle_dir]
+    findings = tuple(audit_mod.audit(tls, files, lineage_roots=roots,
+                                     renewal_conf=lambda p: _renewal_conf(p, config)))
+    if any(s.verdict.deep is not None for s in services):
+        # The deep probe says what the servers really accept, with the severity: the
+        # configuration lines stay as advice naming the parameter to change.
+        findings = tuple(replace(p, status=Status.OK) if p.code is Code.WEAK_PROTOCOL else p
+                         for p in findings)
+    if not groups:
+        findings += (Problem(Code.UNREADABLE, Status.UNKNOWN,
+                             f"Postfix ({where}) uses no server certificate"),)
+    statuses = [c.status for c in certs] + [s.verdict.status for s in services] + \
+        [p.status for p in findings]
+    return Survey(worst(statuses), now, where, certs, services, findings)
+
+
+def _group_of(path: str, config: Config) -> str:
+    """The lineage a file belongs to (live/, archive/ or the hook's bundle), else the path."""
+    real = Path(os.path.realpath(path))
+    for base in ("live", "archive"):
+        root = Path(os.path.realpath(config.certbot.config_dir / base))
+        if real.is_relative_to(root) and real != root:
+            return real.relative_to(root).parts[0]
+    bundle_root = Path(os.path.realpath(config.deploy.bundle_dir))
+    if real.parent == bundle_root and real.suffix == ".pem":
+        return real.stem
+    return path
+
+
+def _lineage_dir(name: str, config: Config) -> Path | None:
+    """``live/NAME`` when it exists (a monitoring user may not look inside: it counts)."""
+    if "/" in name:
+        return None
+    live = config.certbot.config_dir / "live" / name
+    try:
+        return live if live.is_dir() else None
+    except PermissionError:
+        return live
+
+
+def _renewal_conf(path: str, config: Config) -> Path | None:
+    name = _group_of(path, config)
+    conf = config.certbot.config_dir / "renewal" / f"{name}.conf"
+    try:
+        return conf if conf.is_file() else None
+    except OSError:
+        return None
+
+
+def _check_cert(name: str, files: list[audit_mod.CertFile], config: Config, trust: Trust,
+                now: dt.datetime, myhostname: str) -> CertCheck:
+    paths = tuple(dict.fromkeys(f.path for f in files))
+    uses = tuple(dict.fromkeys(f"{f.use} = {f.path}" for f in files))
+    lineage = _lineage_dir(name, config)
+    label = f"certificate {name}"
+    problems: list[Problem] = []
+    try:
+        chain = bundle_mod.parse_chain(_read(paths[0]), paths[0])
+    except BundleError as exc:
+        # Not allowed to read it (a monitoring user: certbot's live/ is 0700) is UNKNOWN:
+        # we cannot tell. A file that is missing or broken is CRITICAL: Postfix can't either.
+        no_access = isinstance(exc, _NoAccess)
+        problem = Problem(Code.UNREADABLE, Status.UNKNOWN if no_access else Status.CRITICAL,
+                          str(exc), "run renew-check as root (or via sudo) to check the files"
+                          if no_access else "")
+        return CertCheck(name, str(lineage) if lineage else None, paths, uses, None, (), None,
+                         None, None, problem.status, (problem,))
+    leaf = chain[0]
+    problems += check_chain(chain, trust=trust, now=now, names=[myhostname] if myhostname else [],
+                            where=label)
+    problems += expiry_problems(leaf.not_valid_before_utc, leaf.not_valid_after_utc, now,
+                                thresholds_of(config), label)
+    key_path = files[0].key_path
+    try:
+        bundle_mod.pair(_read(key_path), key_path, _read(paths[0]), paths[0])
+    except _NoAccess as exc:
+        problems.append(Problem(Code.UNREADABLE, Status.OK, f"{exc}: key checks skipped",
+                                "run renew-check as root to check the private key too"))
+    except BundleError as exc:
+        code = Code.KEY_MISMATCH if "does not match" in exc.problem else Code.UNREADABLE
+        problems.append(Problem(code, Status.CRITICAL, str(exc),
+                                "Postfix answers 454 to STARTTLS with this pair: fix the files "
+                                "before the next reload"))
+    sha = bundle_mod.fingerprint(leaf)
+    if lineage is not None:
+        try:
+            live = bundle_mod.fingerprint(bundle_mod.parse_chain(
+                _read(str(lineage / "cert.pem")), str(lineage / "cert.pem"))[0])
+        except BundleError:
+            live = sha
+        if live != sha:
+            problems.append(Problem(
+                Code.STALE, Status.CRITICAL,
+                f"{label}: Postfix reads {paths[0]} ({sha[:16]}) but the lineage now holds "
+                f"{live[:16]}: the last renewal was not deployed",
+                f"postfix-deploy-hook --lineage {lineage} (or: renew-check --dry-run to see why)"))
+    return CertCheck(name, str(lineage) if lineage else None, paths, uses, sha, names_of(leaf),
+                     leaf.not_valid_before_utc, leaf.not_valid_after_utc,
+                     lifetime_left(leaf.not_valid_before_utc, leaf.not_valid_after_utc, now),
+                     worst([p.status for p in problems]), tuple(problems))
+
+
+def _check_services(tls: audit_mod.PostfixTLS, groups: dict[str, list[audit_mod.CertFile]],
+                    config: Config, trust: Trust, now: dt.datetime, myhostname: str,
+                    deep: bool) -> tuple[ServiceCheck, ...]:
+    expected: dict[str, list[str]] = {}
+    for files in groups.values():
+        for f in files:
+            try:
+                sha = bundle_mod.fingerprint(bundle_mod.parse_chain(_read(f.path), f.path)[0])
+            except BundleError:
+                continue
+            for svc in f.services:
+                expected.setdefault(svc.name, []).append(sha)
+    users = {svc.name for files in groups.values() for f in files for svc in f.services}
+    services = [s for s in tls.tls_services() if s.name in users or not groups]
+    timeout = config.probe.timeout
+    jobs = [(svc, target) for svc in services
+            for target in targets_for(svc, tls, config.postfix.probe_host, myhostname)]
+
+    def one(job: tuple[Service, Target]) -> tuple[ProbeResult, DeepResult | None]:
+        target = job[1]
+        res = probe(target, timeout=timeout)
+        go_deep = deep and worth_going_deep(res)
+        return res, (probe_deep(target, timeout=timeout) if go_deep else None)
+
+    results = map_bounded(one, jobs, host=lambda j: j[1].host, per_host=config.probe.per_host,
+                          workers=config.probe.workers)
+    out = []
+    for (svc, _), (res, dr) in zip(jobs, results, strict=True):
+        want = tuple(dict.fromkeys(expected.get(svc.name, ())))
+        verdict = judge(res, trust=trust, now=now, names=[myhostname] if myhostname else [],
+                        expected=want, thresholds=thresholds_of(config), deep=dr,
+                        role=role_for(res.target, tls.level(svc)))
+        out.append(ServiceCheck(svc.name, verdict, want))
+    return tuple(out)
+
+
+def targets_for(svc: Service, tls: audit_mod.PostfixTLS, probe_host: str,
+                servername: str = "") -> list[Target]:
+    """Where to probe a service: its address, plus ``::1`` when it listens on every
+    interface and Postfix speaks IPv6 too (``inet_protocols = all``), so that both
+    address families are checked."""
+    targets = [Target(svc.host, svc.port, svc.implicit_tls, servername or None)]
+    explicit_host = svc.name.startswith("[") or ":" in svc.name
+    protocols = audit_mod.files_of(tls.params.get("inet_protocols", "ipv4"))
+    interfaces = audit_mod.files_of(tls.params.get("inet_interfaces", "all"))
+    if (not explicit_host and not probe_host and svc.host != "::1"
+            and any(p in ("all", "ipv6") for p in protocols)
+            and any(i in ("all", "loopback-only", "[::1]", "::1") for i in interfaces)):
+        targets.append(Target("::1", svc.port, svc.implicit_tls, servername or None))
+    return targets
+
+
+class _NoAccess(BundleError):
+    """This user may not read the file (not: the file is broken)."""
+
+
+def _read(path: str) -> bytes:
+    try:
+        with open(path, "rb") as fh:
+            return fh.read()
+    except PermissionError as exc:
+        raise _NoAccess(path, f"cannot read as uid {os.geteuid()}: {exc.strerror}") from exc
+    except OSError as exc:
+        raise BundleError(path, f"cannot read: {exc.strerror}") from exc
