@@ -45,7 +45,7 @@ from hook.config import Config, DaneMode
 from hook.errors import BundleError, ConfigError, Error, PostfixError
 from hook.lineage import Lineage, previous_version, reuses_key
 from hook.postfix import Postfix, run_on_pty
-from hook.verdict import Code, Status
+from hook.verdict import Code, Problem, Status
 
 
 class DeployError(Error):
@@ -101,6 +101,9 @@ class Validation:
     key_warning: str = ""
     """The key-changed warning among ``warnings`` (the DANE gate words it better when DANE
     is in use; then this one is dropped)."""
+    findings: tuple[Problem, ...] = ()
+    """Every refusal as a :class:`~hook.verdict.Problem` (code, detail, fix), in the order
+    of ``problems``: what ``renew-check`` reports for the lineage on disk."""
 
 
 def postfix_for(config: Config) -> Postfix:
@@ -178,19 +181,26 @@ def validate_lineage(config: Config, lineage: Lineage, use: discover.Usage,
     """Every check on the lineage's files; nothing is changed here."""
     now = now or dt.datetime.now(dt.UTC)
     problems: list[str] = []
+    findings: list[Problem] = []
     warnings: list[str] = []
     fixes = perms.inspect(lineage, group_id(config))
     exposed = perms.current_key_exposure(lineage, fixes)
     if exposed is not None:
-        problems.append(f"{exposed.path}: private key is readable by other users (mode "
-                        f"{exposed.mode:04o}); it may have been copied. The hook tightens it to "
-                        f"{exposed.want:04o}; re-issue with a new key (certbot renew "
-                        f"--cert-name {lineage.name} --force-renewal) before deploying")
+        detail = (f"{exposed.path}: private key is readable by other users (mode "
+                  f"{exposed.mode:04o}); it may have been copied")
+        fix = (f"the hook tightens it to {exposed.want:04o}; re-issue with a new key (certbot "
+               f"renew --cert-name {lineage.name} --force-renewal) before deploying")
+        problems.append(f"{detail}. The hook tightens it to {exposed.want:04o}; re-issue with a "
+                        f"new key (certbot renew --cert-name {lineage.name} --force-renewal) "
+                        "before deploying")
+        findings.append(Problem(Code.KEY_PERMISSIONS, Status.CRITICAL, detail, fix))
     try:
         new = bundle_mod.pair(lineage.read(lineage.privkey), str(lineage.privkey),
                               lineage.read(lineage.fullchain), str(lineage.fullchain))
     except BundleError as exc:
-        return Validation(None, (str(exc), *problems), tuple(warnings), fixes)
+        code = Code.KEY_MISMATCH if "does not match" in exc.problem else Code.UNREADABLE
+        return Validation(None, (str(exc), *problems), tuple(warnings), fixes,
+                          findings=(Problem(code, Status.CRITICAL, str(exc)), *findings))
     trust_store = validate.load_trust(config.probe.cafile, system=config.trust.system_store)
     found = validate.check_chain(new.chain, trust=trust_store, now=now,
                                  names=required_names(config, use), where=str(lineage.fullchain))
@@ -199,6 +209,7 @@ def validate_lineage(config: Config, lineage: Lineage, use: discover.Usage,
                 "list them in deploy.names" if p.code is Code.NAME_MISMATCH and use.default_cert
                 else "")
         problems.append(f"{p}{hint}")
+        findings.append(replace(p, fix=f"{p.fix}{hint}") if hint else p)
     old = _old_leaf(lineage, use)
     key_warning = ""
     if (old is not None and bundle_mod.spki(old.public_key()) != bundle_mod.spki(new.leaf.public_key())
@@ -207,7 +218,7 @@ def validate_lineage(config: Config, lineage: Lineage, use: discover.Usage,
                        "has no 'reuse_key = True': DANE TLSA '3 1 1' records for the old key "
                        "stop matching; publish the new TLSA record first, or set reuse_key")
         warnings.append(key_warning)
-    return Validation(new, tuple(problems), tuple(warnings), fixes, key_warning)
+    return Validation(new, tuple(problems), tuple(warnings), fixes, key_warning, tuple(findings))
 
 
 def _old_leaf(lineage: Lineage, use: discover.Usage) -> x509.Certificate | None:
