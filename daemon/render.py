@@ -274,8 +274,9 @@ def _dns_lines(lines: Lines, subject: str, d: DnsStatus) -> None:
     if d.dane is not None:
         for h in d.dane.hosts:
             matched = ", ".join(r.params for r in h.match_old) or "none"
-            facts.append(f"DANE {h.host}: {h.state.value}, {len(h.records)} record(s), "
-                         f"served chain matches {matched}")
+            facts.append(f"DANE {h.host}: {h.state.value}" + (
+                f", {len(h.records)} record(s), served chain matches {matched}"
+                if h.records else ""))
             add = [line for line in h.rollover if line.split(" IN TLSA ", 1)[-1]
                    not in {str(r) for r in h.records}]
             if add and any(r.usable for r in h.records) and h.answer.security.value == "secure":

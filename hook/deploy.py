@@ -36,16 +36,20 @@ from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass, field, replace
 from enum import StrEnum
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from cryptography import x509
 
 from hook import bundle as bundle_mod
-from hook import dane, danestate, discover, install, perms, prove, trust, validate
+from hook import discover, install, perms, prove, trust, validate
 from hook.config import Config, DaneMode
 from hook.errors import BundleError, ConfigError, Error, PostfixError
 from hook.lineage import Lineage, previous_version, reuses_key
 from hook.postfix import Postfix, run_on_pty
 from hook.verdict import Code, Problem, Status
+
+if TYPE_CHECKING:
+    from hook.dane import DaneResult
 
 
 class DeployError(Error):
@@ -82,7 +86,8 @@ class Report:
     notes: tuple[str, ...] = ()
     """Facts worth a line that are not problems (e.g. "the zone is not DNSSEC-signed")."""
     dane: dict[str, object] | None = None
-    """The DANE gate's result (:meth:`hook.dane.DaneResult.as_record`); None before it ran."""
+    """The DANE gate's result (:meth:`hook.dane.DaneResult.as_record`); None before it ran
+    or with ``dns.dane = "off"``."""
 
     def as_record(self) -> dict[str, object]:
         data = asdict(self)
@@ -237,10 +242,24 @@ def _old_leaf(lineage: Lineage, use: discover.Usage) -> x509.Certificate | None:
 class Gate:
     """What the DANE gate decided, and what the pipeline reports from it."""
 
-    result: dane.DaneResult
-    names: tuple[str, ...]
+    result: DaneResult | None
+    """None: ``dns.dane = "off"`` (no lookup, not even dnspython imported)."""
+    names: tuple[str, ...] = ()
     warnings: tuple[str, ...] = ()
     notes: tuple[str, ...] = ()
+
+    @property
+    def refused(self) -> bool:
+        return self.result is not None and self.result.refused
+
+    @property
+    def problems(self) -> tuple[Problem, ...]:
+        return self.result.problems if self.result is not None else ()
+
+    @property
+    def summary(self) -> str:
+        """``; DANE ok: mail.example.com match`` for the report's message ("" when off)."""
+        return f"; {self.result.summary}" if self.result is not None else ""
 
 
 def faces_port_25(use: discover.Usage) -> bool:
@@ -267,6 +286,8 @@ def tlsa_names(config: Config, use: discover.Usage, leaf: x509.Certificate) -> t
     name, and Postfix's ``myhostname`` is that name on a typical MX; the leaf's other
     names (the bare mail domain, webmail) are not asked for by senders, and a TLSA
     record published there for another server must not hold this one back."""
+    from hook import dane  # noqa: PLC0415 - dnspython costs ~70 ms to import; only with DANE on
+
     now = dt.datetime.now(dt.UTC)
     nobody = validate.Trust((), ())
     covered = [n for n in required_names(config, use)
@@ -294,7 +315,9 @@ def dane_gate(config: Config, lineage: Lineage, use: discover.Usage, new: bundle
     run, not ``--dry-run``), remember in ``state_dir/dane.json`` where DANE is in use, so a
     later failed lookup refuses only for those hosts (:mod:`hook.danestate`)."""
     if config.dns.dane is DaneMode.OFF:
-        return Gate(dane.check_before_deploy(config, new.chain, None, ()), ())
+        return Gate(None)
+    from hook import dane, danestate  # noqa: PLC0415 - see tlsa_names
+
     notes: list[str] = []
     warnings: list[str] = []
     if faces_port_25(use):
@@ -326,8 +349,9 @@ def _dane_unchanged(use: discover.Usage, config: Config) -> str:
     if use.mode is discover.Mode.IN_PLACE:
         return ("; Postfix reads certbot's files in place, so the old pair cannot be kept: "
                 "Postfix loads the new certificate at its next reload or restart and DANE "
-                "senders will then defer mail; publish the records now (or run 'renew-check "
-                "adopt' so that the hook keeps the old bundle served until they match)")
+                "senders will then defer mail; publish the records now, and run 'renew-check "
+                "adopt' so that from the next renewal on the hook can keep the old certificate "
+                "served until they match")
     return _unchanged(use, config)
 
 
@@ -376,13 +400,13 @@ def run(config: Config, lineage: Lineage, *, dry_run: bool = False,
     gate = dane_gate(config, lineage, use, new, record=not dry_run)
     clock.lap("dane")
     kept = tuple(w for w in checked.warnings if not (
-        w == checked.key_warning and any(p.code is Code.KEY_CHANGED for p in gate.result.problems)))
+        w == checked.key_warning and any(p.code is Code.KEY_CHANGED for p in gate.problems)))
     base = replace(base, warnings=kept + gate.warnings, notes=gate.notes,
-                   dane=gate.result.as_record())
-    if gate.result.refused:
+                   dane=gate.result.as_record() if gate.result is not None else None)
+    if gate.refused:
         if checked.fixes and not dry_run:
             perms.apply(lineage, checked.fixes)  # tightening a key is always safe
-        critical = [p for p in gate.result.problems if p.status is Status.CRITICAL]
+        critical = [p for p in gate.problems if p.status is Status.CRITICAL]
         critical.sort(key=lambda p: p.code is not Code.DANE_MISMATCH)
         return replace(base, problems=tuple(str(p) for p in critical), timings=clock.total(),
                        message=f"refused by the DANE gate: {critical[0]}"
@@ -407,8 +431,7 @@ def run(config: Config, lineage: Lineage, *, dry_run: bool = False,
         return replace(base, outcome=Outcome.WOULD_DEPLOY, timings=clock.total(),
                        message=f"would deploy {new.leaf_sha256[:16]} for {lineage.name} "
                                f"({use.mode.value}); the real run's checks pass"
-                               + ("" if gate.result.mode is DaneMode.OFF
-                                  else f"; {gate.result.summary}"))
+                               + gate.summary)
 
     # Apply.
     gid = group_id(config)
@@ -445,10 +468,9 @@ def run(config: Config, lineage: Lineage, *, dry_run: bool = False,
             warnings.append(f"trust anchors: {result.message}")
         clock.lap("trust")
     served = ", ".join(labels + tuple(f"SNI {n}" for m in use.sni_maps for n in m.names))
-    dane_note = "" if gate.result.mode is DaneMode.OFF else f"; {gate.result.summary}"
     return replace(base, outcome=Outcome.DEPLOYED, warnings=tuple(warnings), timings=clock.total(),
                    message=f"deployed {new.leaf_sha256[:16]} for {lineage.name}; served on "
-                           f"{served or 'no TLS service'}{dane_note}")
+                           f"{served or 'no TLS service'}{gate.summary}")
 
 
 def _unchanged(use: discover.Usage, config: Config) -> str:
