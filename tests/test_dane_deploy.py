@@ -205,3 +205,23 @@ def test_in_place_refusal_says_the_old_pair_cannot_be_kept(stack: Stack, dns_sta
     assert hook(stack) == 3
     record = last_record(stack)
     assert "Postfix reads certbot's files in place, so the old pair cannot be kept" in record["message"]
+
+
+def test_bogus_tlsa_answer_refuses_the_deploy(stack: Stack, dns_stack: DnsStack) -> None:
+    """myhostname is in a zone whose DNSSEC validation fails (wrong trust anchor): the TLSA
+    answer is bogus (SERVFAIL), which stays a refusal in refuse mode even though DANE was
+    never seen for the host; the old bundle is kept and the message quotes the resolver."""
+    name = "mail.bogus.test"
+    stack.certbot.issue(domains=[DOMAIN, name], extra=["--expand"])
+    stack.postfix.set_main(myhostname=name)
+    adopt_with_dane(stack, dns_stack)
+    bundle = stack.bundle_dir / f"{DOMAIN}.pem"
+    before = bundle.read_bytes()
+    stack.certbot.renew(extra=["--reuse-key"])
+
+    assert hook(stack) == 3
+    assert bundle.read_bytes() == before
+    record = last_record(stack)
+    assert record["message"].startswith(f"refused by the DANE gate: dane_bogus: TLSA _25._tcp.{name}: "
+                                        "DNSSEC validation failed")
+    assert f"resolver {LO}:{dns_stack.resolver_port}" in record["message"]
