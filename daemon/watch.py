@@ -198,6 +198,7 @@ class Watcher:
         self.check_expiry()
         self.watch()
         self.probe_all("start")
+        self.summary = status_line(self.state, self.last_check)
         self.ready.set()
         self.notifier.ready(self.summary)
         self.log.info("ready", status=self.summary)
@@ -242,6 +243,10 @@ class Watcher:
             self._record(check, now)
         self._forget(Kind.PROBE, {s.label for s in disc.services})
         self.last_check = now
+        probes = [c for c in self.state.checks.values() if c.kind is Kind.PROBE]
+        self.log.info("check", trigger=trigger, services=len(probes),
+                      ok=sum(c.status == "ok" for c in probes),
+                      seconds=round(self.clock() - now, 4))
 
     def _settled_sha(self, w: sources.Watched, now: float) -> str | None:
         """The leaf on disk to compare with what is served, unless it changed so recently
