@@ -16,7 +16,7 @@ from hook.bundle import fingerprint, parse_chain
 from tests.harness.daemon import NotifySocket, running_daemon
 from tests.harness.stack import Stack, wait_until
 
-FAST = {"probe_interval": 30, "expiry_interval": 30, "watch_interval": 0.2,
+FAST: dict[str, object] = {"probe_interval": 30, "expiry_interval": 30, "watch_interval": 0.2,
         "settle_delay": 0.5, "jitter": 0.01}
 
 
