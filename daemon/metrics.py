@@ -80,7 +80,7 @@ def render(state: State, now: float, last_check: float) -> str:
         add("check_status", subject, STATUS_VALUE.get(check.status, 3))
         for code in check.codes:
             add("problem", {**subject, "code": code}, 1)
-        if check.kind is Kind.DEPLOY:
+        if check.kind in (Kind.DEPLOY, Kind.POSTFIX):
             continue
         if check.kind is Kind.PROBE:
             cert = {"source": "served", "service": check.subject, "lineage": check.lineage}

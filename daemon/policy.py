@@ -51,13 +51,15 @@ def advance(prev: Check | None, new: Check, now: float, repeat_interval: float
     return merged, None
 
 
-WHAT = {Kind.PROBE: "service", Kind.EXPIRY: "certificate", Kind.DEPLOY: "deploy"}
+WHAT = {Kind.PROBE: "service", Kind.EXPIRY: "certificate", Kind.DEPLOY: "deploy",
+        Kind.POSTFIX: "Postfix configuration"}
 
 
 def alert_for(check: Check, reason: Reason, host: str | None = None) -> Alert:
     """The alert to send for ``check``: names host, lineage, service, problem and fix."""
     codes = ", ".join(check.codes) or check.status
-    subject = check.subject if check.kind is Kind.PROBE else f"lineage {check.subject}"
+    subject = check.subject if check.kind in (Kind.PROBE, Kind.POSTFIX) else \
+        f"lineage {check.subject}"
     if reason is Reason.RESOLVED:
         summary = f"resolved: {WHAT[check.kind]} {subject} is ok again"
         severity, problem, action = "resolved", "resolved", "nothing: this is the all-clear"

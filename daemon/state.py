@@ -29,7 +29,9 @@ class Kind(StrEnum):
     EXPIRY = "expiry"
     """A certbot lineage Postfix uses, judged from its cert.pem on disk."""
     DEPLOY = "deploy"
-    """The outcome of the deploy hook's last run for a lineage."""
+    """The outcome of the deploy hook's last run for a lineage (or of ``certbot renew``)."""
+    POSTFIX = "postfix"
+    """Whether Postfix's configuration can be read at all (``postconf``)."""
 
 
 @dataclass

@@ -41,7 +41,7 @@ from daemon.notify import Notifier
 from daemon.state import Check, DeployInfo, Kind
 from hook import alert as alert_mod
 from hook.config import Config
-from hook.errors import BundleError, Error
+from hook.errors import BundleError, Error, PostfixError
 from hook.judge import Thresholds, expiry_problems, judge
 from hook.probe import probe
 from hook.prove import target_for
@@ -195,21 +195,41 @@ class Watcher:
 
     # ------------------------------------------------------------------ jobs
     def first_check(self) -> None:
-        self.check_expiry()
-        self.watch()
-        self.probe_all("start")
-        self.summary = status_line(self.state, self.last_check)
-        self.ready.set()
-        self.notifier.ready(self.summary)
-        self.log.info("ready", status=self.summary)
+        """The first full check; READY=1 follows it even if it failed (STATUS= says so),
+        so that a broken Postfix is reported instead of a service that never starts."""
+        try:
+            self.check_expiry()
+            self.watch()
+            self.probe_all("start")
+        finally:
+            self.summary = status_line(self.state, self.last_check)
+            self.ready.set()
+            self.notifier.ready(self.summary)
+            self.log.info("ready", status=self.summary)
 
-    def _discover(self) -> sources.Discovery:
-        self.discovery = sources.discover_all(self.config)
+    def _discover(self) -> sources.Discovery | None:
+        """Discovery, or None (recorded as a ``postfix`` check and alerted) if postconf fails."""
+        now = self.clock()
+        try:
+            self.discovery = sources.discover_all(self.config)
+        except PostfixError as exc:
+            self.log.error("discover", error=str(exc))
+            self._record(Check(Kind.POSTFIX, "postfix",
+                               status=Status.CRITICAL.value, codes=("postfix_config",),
+                               detail=f"{self.config.postfix.config_directory}: {exc}",
+                               last_run=now,
+                               action="run 'postfix check' and fix main.cf / master.cf"), now)
+            return None
+        self._record(Check(Kind.POSTFIX, "postfix",
+                           status=Status.OK.value, last_run=now, last_ok=now), now)
         return self.discovery
 
     def probe_all(self, trigger: str = "schedule") -> None:
         """Probe and judge every TLS service; one canonical ``probe`` event each."""
+        started = self.clock()
         disc = self._discover()
+        if disc is None:
+            return
         now = self.clock()
         expected: dict[str, str | None] = {}
         deploying = self._deploy_in_progress()
@@ -246,7 +266,7 @@ class Watcher:
         probes = [c for c in self.state.checks.values() if c.kind is Kind.PROBE]
         self.log.info("check", trigger=trigger, services=len(probes),
                       ok=sum(c.status == "ok" for c in probes),
-                      seconds=round(self.clock() - now, 4))
+                      seconds=round(self.clock() - started, 4))
 
     def _settled_sha(self, w: sources.Watched, now: float) -> str | None:
         """The leaf on disk to compare with what is served, unless it changed so recently
@@ -275,6 +295,8 @@ class Watcher:
     def check_expiry(self) -> None:
         """Judge the cert.pem of every lineage Postfix uses; one ``expiry`` event each."""
         disc = self._discover()
+        if disc is None:
+            return
         now = self.clock()
         for w in disc.lineages:
             self.signatures[w.lineage.name] = sources.signature(w.lineage)

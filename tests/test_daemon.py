@@ -41,7 +41,7 @@ def test_notify_renewal_reprobe_sighup_sigterm(stack: Stack, notify: NotifySocke
     """READY/WATCHDOG/STATUS reach the notify socket; after a certbot renewal with the
     hook installed, the deploy record triggers a re-probe of every service that reports
     the new fingerprint; SIGHUP with a broken config keeps the daemon running on the old
-    one; SIGTERM sends STOPPING=1 and exits 0 within seconds."""
+    one, a fixed config is then taken and re-probed; SIGTERM sends STOPPING=1 and exits 0 within seconds."""
     assert check.main(["--config", str(stack.config_file), "adopt", str(stack.lineage)]) == 0
     stack.install_hook()
     cfg = stack.write_config(daemon=FAST)
@@ -79,6 +79,11 @@ def test_notify_renewal_reprobe_sighup_sigterm(stack: Stack, notify: NotifySocke
         before = len(notify.with_key("WATCHDOG"))
         wait_until("watchdog pings after the refused reload",
                    lambda: len(notify.with_key("WATCHDOG")) > before + 1, 5)
+        stack.write_config(daemon=FAST)
+        mark = len(d.events)
+        d.signal(signal.SIGHUP)
+        assert d.wait_event("reload", after=mark, timeout=10)["ok"] is True
+        d.wait_event("probe", lambda e: e["trigger"] == "reload", after=mark, timeout=10)
 
         start = time.monotonic()
         assert d.stop() == 0
@@ -109,6 +114,8 @@ def test_stale_cert_alert_mail_metrics_and_quiet_restart(stack: Stack, notify: N
     with running_daemon(cfg, notify) as d:
         notify.wait_for("READY", timeout=30)
         stack.certbot.renew()  # no hook: the bundle Postfix reads stays the old one
+        d.wait_event("cert_changed", timeout=10)
+        d.wait_event("probe", lambda e: e["trigger"] == "cert_changed", timeout=10)
         alert = d.wait_event("alert", lambda e: "stale" in e["problem"], timeout=30)
         assert alert["reason"] == "new" and alert["deliveries"][0].startswith("mail:ok")
         wait_until("alert mail in the local mailbox", lambda: mailbox(stack).exists()

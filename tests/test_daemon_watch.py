@@ -1,0 +1,100 @@
+"""The daemon's jobs in-process (no scheduler running): deploy records, the optional
+renew job, a Postfix whose configuration cannot be read, and watchdog health."""
+
+from __future__ import annotations
+
+import json
+import sys
+from collections.abc import Iterator, MutableMapping
+from pathlib import Path
+from typing import Any
+
+import pytest
+import structlog
+from structlog.testing import capture_logs
+
+from daemon.notify import Notifier
+from daemon.state import Kind
+from daemon.watch import Watcher
+from hook import config
+
+
+@pytest.fixture
+def watcher(tmp_path: Path) -> Iterator[tuple[Watcher, list[MutableMapping[str, Any]]]]:
+    cfg = config.Config(
+        postfix=config.PostfixConfig(config_directory=tmp_path / "no-postfix-here"),
+        certbot=config.CertbotConfig(config_dir=tmp_path / "letsencrypt"),
+        deploy=config.DeployConfig(state_dir=tmp_path / "state", bundle_dir=tmp_path / "b"),
+        daemon=config.DaemonConfig(renew=True, renew_command=(
+            sys.executable, "-c", "import sys; print('renewal failed: rate limited'); sys.exit(1)")))
+    with capture_logs() as logs:
+        w = Watcher(cfg, structlog.get_logger("test"), Notifier({}))
+        yield w, logs
+
+
+def write_record(state_dir: Path, name: str, outcome: str) -> None:
+    folder = state_dir / "deploys"
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / name).write_text(json.dumps({
+        "time": 1.0, "outcome": outcome, "lineage": "mx.example.org",
+        "message": f"{outcome}: key does not match", "new_sha256": "ab" * 32}))
+
+
+def test_failed_deploy_record_alerts_once_and_history_is_not_news(
+        watcher: tuple[Watcher, list[MutableMapping[str, Any]]]) -> None:
+    """On the very first run existing records are history (no alert); a new refused
+    record afterwards alerts once, schedules a re-probe and marks the deploy failed."""
+    w, logs = watcher
+    state_dir = w.config.deploy.state_dir
+    write_record(state_dir, "20260101T000000Z-1-mx.example.org.json", "rolled_back")
+    w.watch()
+    assert not [e for e in logs if e["event"] in ("alert", "deploy_record")]
+    write_record(state_dir, "20260102T000000Z-2-mx.example.org.json", "refused")
+    w.watch()
+    (rec,) = [e for e in logs if e["event"] == "deploy_record"]
+    assert rec["outcome"] == "refused"
+    (alert,) = [e for e in logs if e["event"] == "alert"]
+    assert alert["problem"] == "deploy_refused" and alert["deliveries"] == ["none configured"]
+    assert w.state.deploys["mx.example.org"].outcome == "refused"
+    assert w.scheduler.get_job("reprobe") is not None
+    w.watch()
+    assert len([e for e in logs if e["event"] == "alert"]) == 1
+
+
+def test_renew_job_failure_is_alerted(watcher: tuple[Watcher, list[MutableMapping[str, Any]]]) -> None:
+    """The optional renew job runs daemon.renew_command; a failure is a critical check
+    with the command's output, and it is alerted."""
+    w, logs = watcher
+    w.renew()
+    check = w.state.checks["deploy certbot renew"]
+    assert check.status == "critical" and "rate limited" in check.detail
+    assert any(e["event"] == "alert" and e["problem"] == "renew_failed" for e in logs)
+
+
+def test_unreadable_postfix_config_is_a_check_not_a_crash(
+        watcher: tuple[Watcher, list[MutableMapping[str, Any]]]) -> None:
+    """If postconf fails, the probe job records a critical ``postfix`` check and alerts,
+    instead of failing (which would stop the watchdog and restart the daemon in a loop)."""
+    w, logs = watcher
+    w.probe_all()
+    check = w.state.checks["postfix postfix"]
+    assert check.kind is Kind.POSTFIX and check.codes == ("postfix_config",)
+    assert "no-postfix-here" in check.detail
+    assert any(e["event"] == "alert" and e["problem"] == "postfix_config" for e in logs)
+
+
+def test_watchdog_only_while_healthy(watcher: tuple[Watcher, list[MutableMapping[str, Any]]]) -> None:
+    """Health needs a running scheduler, no job stuck past its limit and fewer than
+    three failures in a row."""
+    w, _ = watcher
+    assert not w.healthy()  # scheduler not started
+    w.scheduler.start(paused=True)
+    try:
+        assert w.healthy()
+        w.busy_since = w.clock() - 10_000
+        assert not w.healthy()
+        w.busy_since = None
+        w.failures = 3
+        assert not w.healthy()
+    finally:
+        w.scheduler.shutdown(wait=False)
