@@ -49,7 +49,9 @@ def main(argv: list[str] | None = None) -> int:
             checks = [e for e in d.named("check") if e.get("trigger") == "schedule"]
             probes = [e for e in d.named("probe") if e.get("trigger") == "schedule"]
             failed = [e for e in probes if e.get("status") != "ok"]
-            assert d.stop() == 0
+            rc = d.stop()
+            if rc != 0:
+                raise SystemExit(f"soak: renew-daemon exited {rc} on SIGTERM\n{d.tail()}")
     n = args.cycles
     warm = [kib for c, kib in samples if n * 0.1 <= c < n * 0.2]
     last = [kib for c, kib in samples if c >= n * 0.9]
