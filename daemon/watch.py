@@ -24,6 +24,7 @@ import datetime as dt
 import errno
 import fcntl
 import os
+import random
 import socket
 import subprocess
 import threading
@@ -61,6 +62,12 @@ DEPLOY_FIX = {
 }
 
 
+def thresholds(config: Config) -> Thresholds:
+    d = config.daemon
+    return Thresholds(warning_fraction=d.warning_fraction, critical_fraction=d.critical_fraction,
+                      warning_days=d.warning_days, critical_days=d.critical_days)
+
+
 def prepare(config: Config) -> Trust:
     """Everything derived from a configuration that can fail: refused on reload."""
     return load_trust(config.probe.cafile)
@@ -76,7 +83,7 @@ class Watcher:
         self.log = log
         self.notifier = notifier
         self.clock = clock
-        self.thresholds = Thresholds()
+        self.thresholds = thresholds(config)
         self.host = socket.getfqdn()
         self.state, note = state_mod.load(config.deploy.state_dir)
         if note:
@@ -91,9 +98,11 @@ class Watcher:
         self.signatures: dict[str, tuple[str, int, int]] = {}
         self.exporter: metrics.Exporter | None = None
         self.summary = "starting"
+        self._renew_proc: subprocess.Popen[str] | None = None
         self.scheduler = BackgroundScheduler(
             timezone="UTC",
-            executors={"default": ThreadPoolExecutor(1), "heartbeat": ThreadPoolExecutor(1)},
+            executors={"default": ThreadPoolExecutor(1), "heartbeat": ThreadPoolExecutor(1),
+                       "renew": ThreadPoolExecutor(1)},
             job_defaults={"coalesce": True, "max_instances": 1, "misfire_grace_time": None})
 
     # ------------------------------------------------------------------ lifecycle
@@ -110,6 +119,10 @@ class Watcher:
     def stop(self) -> None:
         self.stopping.set()
         self.notifier.stopping()
+        proc = self._renew_proc
+        if proc is not None:
+            with contextlib.suppress(OSError):
+                proc.terminate()
         with contextlib.suppress(Exception):
             self.scheduler.shutdown(wait=True)
         with self.work:
@@ -124,6 +137,7 @@ class Watcher:
         with self.work:
             old = self.config
             self.config, self.trust = config, trust
+            self.thresholds = thresholds(config)
             if old.metrics.listen != config.metrics.listen:
                 if self.exporter:
                     self.exporter.close()
@@ -144,15 +158,18 @@ class Watcher:
             ("expiry", d.expiry_interval, d.expiry_interval * d.jitter, self.check_expiry),
             ("watch", d.watch_interval, d.watch_interval * d.jitter, self.watch),
         ]
-        if d.renew:
-            jobs.append(("renew", d.renew_interval, d.renew_random_delay, self.renew))
-        elif self.scheduler.get_job("renew"):
-            self.scheduler.remove_job("renew")
         start = dt.datetime.now(dt.UTC)
         for name, every, jitter, func in jobs:
             self.scheduler.add_job(self._job, "interval", args=(name, func), id=name,
                                    seconds=every, jitter=jitter or None, replace_existing=True,
                                    next_run_time=start + dt.timedelta(seconds=every))
+        if d.renew:
+            self.scheduler.add_job(self.renew, "interval", id="renew", executor="renew",
+                                   seconds=d.renew_interval, jitter=d.renew_random_delay,
+                                   replace_existing=True, next_run_time=start + dt.timedelta(
+                                       seconds=random.uniform(0, d.renew_random_delay)))  # noqa: S311
+        elif self.scheduler.get_job("renew"):
+            self.scheduler.remove_job("renew")
 
     def schedule_reprobe(self, delay: float, trigger: str) -> None:
         when = dt.datetime.now(dt.UTC) + dt.timedelta(seconds=delay)
@@ -166,7 +183,8 @@ class Watcher:
         if not self.scheduler.running or self.stopping.is_set():
             return False
         n = len(self.discovery.services) if self.discovery else 3
-        stall = self.config.probe.timeout * (n + 3) + 60
+        # a cycle: discovery, one probe and perhaps one alert (sendmail, 30 s max) each
+        stall = (self.config.probe.timeout + 30) * (n + 3) + 60
         busy = self.busy_since
         return (busy is None or self.clock() - busy < stall) and self.failures < 3
 
@@ -380,20 +398,41 @@ class Watcher:
             self.schedule_reprobe(0.0, "deploy_record")
 
     def renew(self) -> None:
-        """Run ``daemon.renew_command`` (certbot renew); alert if it fails."""
+        """Run ``daemon.renew_command`` (certbot renew) and record the outcome.
+
+        Runs on its own thread and holds no lock while certbot works (minutes, perhaps),
+        so probes, the watch and the heartbeat go on; SIGTERM stops certbot too.
+        """
         argv = list(self.config.daemon.renew_command)
-        now = self.clock()
+        start = self.clock()
         try:
-            proc = subprocess.run(argv, capture_output=True, text=True, timeout=3600, check=False)
-            rc, out = proc.returncode, (proc.stdout + proc.stderr).strip()
-        except (OSError, subprocess.TimeoutExpired) as exc:
-            rc, out = -1, str(exc)
-        self.log.info("renew", command=argv, returncode=rc, output=out[-2000:] or None)
+            self._renew_proc = subprocess.Popen(argv, stdout=subprocess.PIPE,
+                                                stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+                                                text=True)
+            try:
+                out, _ = self._renew_proc.communicate(timeout=3600)
+            except subprocess.TimeoutExpired:
+                self._renew_proc.kill()
+                out, _ = self._renew_proc.communicate()
+                out += "\n(killed after 3600 s)"
+            rc = self._renew_proc.returncode
+        except OSError as exc:
+            rc, out = -1, f"{argv[0]}: {exc.strerror or exc}"
+        finally:
+            self._renew_proc = None
+        out = out.strip()[-2000:]
+        if self.stopping.is_set():
+            return
+        self.log.info("renew", command=argv, returncode=rc, seconds=round(self.clock() - start, 1),
+                      output=out or None)
         status = Status.OK if rc == 0 else Status.CRITICAL
-        self._record(Check(Kind.DEPLOY, "certbot renew", status=status.value,
-                           codes=() if rc == 0 else ("renew_failed",), detail=out[-2000:],
-                           action="run the renew command by hand and read its output",
-                           last_run=now, last_ok=now if rc == 0 else 0.0), now)
+        check = Check(Kind.DEPLOY, "certbot renew", status=status.value,
+                      codes=() if rc == 0 else ("renew_failed",), detail=out,
+                      action="run the renew command by hand and read its output",
+                      last_run=start, last_ok=start if rc == 0 else 0.0)
+        with self.work:
+            self._record(check, self.clock())
+            self._publish()
 
     # ------------------------------------------------------------------ decisions
     def _record(self, check: Check, now: float) -> None:

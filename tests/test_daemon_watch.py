@@ -17,6 +17,7 @@ from daemon.notify import Notifier
 from daemon.state import Kind
 from daemon.watch import Watcher
 from hook import config
+from tests.harness.stack import Stack
 
 
 @pytest.fixture
@@ -98,3 +99,24 @@ def test_watchdog_only_while_healthy(watcher: tuple[Watcher, list[MutableMapping
         assert not w.healthy()
     finally:
         w.scheduler.shutdown(wait=False)
+
+
+def test_expiry_watch_of_the_real_lineage(stack: Stack) -> None:
+    """The expiry job reads the cert.pem of the lineage the private Postfix uses:
+    fresh is ok, inside the warning floor (days) it warns, and a clock past notAfter
+    makes it expired; each check is one canonical ``expiry`` event."""
+    cfg = config.load(stack.write_config(daemon={"warning_days": 3000}), {})
+    with capture_logs() as logs:
+        w = Watcher(cfg, structlog.get_logger("test"), Notifier({}))
+        w.check_expiry()
+        (event,) = [e for e in logs if e["event"] == "expiry"]
+        assert event["lineage"] == "mail.example.test" and event["mode"] == "in_place"
+        assert len(event["services"]) == 3
+        check = w.state.checks["expiry mail.example.test"]
+        assert (check.status, check.codes) == ("warning", ("expiring_soon",))
+        later = Watcher(cfg, structlog.get_logger("test"), Notifier({}),
+                        clock=lambda: check.not_after + 86400)
+        later.check_expiry()
+        expired = later.state.checks["expiry mail.example.test"]
+        assert (expired.status, expired.codes) == ("critical", ("expired",))
+        assert "certbot renew --cert-name mail.example.test" in expired.action
