@@ -4,7 +4,9 @@ delivered by the private Postfix, metrics, SIGHUP with a broken config, SIGTERM.
 
 from __future__ import annotations
 
+import os
 import signal
+import subprocess
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -14,7 +16,7 @@ import pytest
 from daemon import check
 from hook.bundle import fingerprint, parse_chain
 from tests.harness.daemon import NotifySocket, running_daemon
-from tests.harness.stack import Stack, wait_until
+from tests.harness.stack import VENV_BIN, Stack, wait_until
 
 FAST: dict[str, object] = {"probe_interval": 30, "expiry_interval": 30, "watch_interval": 0.2,
         "settle_delay": 0.5, "jitter": 0.01}
@@ -101,7 +103,8 @@ def test_stale_cert_alert_mail_metrics_and_quiet_restart(stack: Stack, notify: N
     the daemon notices cert.pem changed, re-probes, reports ``stale``, mails an alert that
     the private Postfix delivers to a local mailbox (naming host, lineage, service,
     problem and what to do) and exports it in the metrics file. A restart with the same
-    state directory does not send the alert again."""
+    state directory does not send the alert again; running the hook by hand then sends
+    one all-clear per service."""
     assert check.main(["--config", str(stack.config_file), "adopt", str(stack.lineage)]) == 0
     prom = stack.base / "metrics" / "postfix_certwatch.prom"
     prom.parent.mkdir()
@@ -137,3 +140,15 @@ def test_stale_cert_alert_mail_metrics_and_quiet_restart(stack: Stack, notify: N
         again.wait_event("ready", timeout=30)
         again.wait_event("check", lambda e: e["ok"] == 0, timeout=10)
         assert again.named("alert") == []
+        # the admin runs the hook by hand: its record triggers a re-probe, all clear
+        hook = subprocess.run([str(VENV_BIN / "postfix-deploy-hook"), "--lineage",
+                               str(stack.lineage)], env={**os.environ, **stack.env()},
+                              capture_output=True, text=True, check=False, timeout=60)
+        assert hook.returncode == 0, hook.stdout + hook.stderr
+        again.wait_event("deploy_record", timeout=10)
+        again.wait_event("check", lambda e: e["trigger"] == "deploy_record" and e["ok"] == 3,
+                         timeout=10)
+        resolved = again.named("alert")
+        assert {a["reason"] for a in resolved} == {"resolved"} and len(resolved) == 3
+    wait_until("all-clear mails", lambda: mailbox(stack).read_text().count(
+        "is ok again") >= 3, 20)
