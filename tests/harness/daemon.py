@@ -24,6 +24,8 @@ from typing import Any
 from tests.harness.stack import VENV_BIN
 
 Event = dict[str, Any]
+UNIT_UMASK = 0o077
+"""As ``UMask=`` in systemd/postfix-certwatch.service: files must get explicit modes."""
 
 
 class NotifySocket:
@@ -87,7 +89,8 @@ class DaemonProcess:
         self.raw: list[str] = []
         self.proc = subprocess.Popen([str(VENV_BIN / "renew-daemon"), "--config", str(config)],
                                      stdout=subprocess.PIPE, stderr=subprocess.STDOUT, env=env,
-                                     stdin=subprocess.DEVNULL, start_new_session=True)
+                                     stdin=subprocess.DEVNULL, start_new_session=True,
+                                     umask=UNIT_UMASK)
         self._thread = threading.Thread(target=self._read, daemon=True)
         self._thread.start()
 
