@@ -63,9 +63,11 @@ DEPLOY_FIX = {
 
 
 def thresholds(config: Config) -> Thresholds:
-    d = config.daemon
-    return Thresholds(warning_fraction=d.warning_fraction, critical_fraction=d.critical_fraction,
-                      warning_days=d.warning_days, critical_days=d.critical_days)
+    """Expiry thresholds: the ``[probe]`` ones where the configuration has them (the probe
+    engine's ``renew-check`` and the daemon must agree), else the defaults."""
+    fields = ("warning_fraction", "critical_fraction", "warning_days", "critical_days")
+    given = {f: getattr(config.probe, f) for f in fields if hasattr(config.probe, f)}
+    return Thresholds(**given)
 
 
 def prepare(config: Config) -> Trust:

@@ -98,12 +98,6 @@ class DaemonConfig:
     the re-probe; a new deploy record triggers the re-probe at once."""
     jitter: float = 0.1
     """Random delay added to each regular job, as a fraction of its interval."""
-    warning_fraction: float = 0.25
-    """Expiry warning below this fraction of the certificate's lifetime left..."""
-    warning_days: float = 7.0
-    """... or with fewer days left than this."""
-    critical_fraction: float = 0.10
-    critical_days: float = 2.0
     renew: bool = False
     """Run ``renew_command`` twice a day (for hosts without certbot.timer)."""
     renew_command: tuple[str, ...] = ("certbot", "renew", "--quiet", "--no-random-sleep-on-renew")

@@ -102,21 +102,24 @@ def test_watchdog_only_while_healthy(watcher: tuple[Watcher, list[MutableMapping
 
 
 def test_expiry_watch_of_the_real_lineage(stack: Stack) -> None:
-    """The expiry job reads the cert.pem of the lineage the private Postfix uses:
-    fresh is ok, inside the warning floor (days) it warns, and a clock past notAfter
-    makes it expired; each check is one canonical ``expiry`` event."""
-    cfg = config.load(stack.write_config(daemon={"warning_days": 3000}), {})
+    """The expiry job reads the cert.pem of the lineage the private Postfix uses: fresh
+    is ok, with a fifth of its lifetime left it warns, and past notAfter it is expired
+    (the clock is moved, not the certificate); each check is one ``expiry`` event."""
+    cfg = config.load(stack.config_file, {})
     with capture_logs() as logs:
         w = Watcher(cfg, structlog.get_logger("test"), Notifier({}))
         w.check_expiry()
         (event,) = [e for e in logs if e["event"] == "expiry"]
         assert event["lineage"] == "mail.example.test" and event["mode"] == "in_place"
         assert len(event["services"]) == 3
-        check = w.state.checks["expiry mail.example.test"]
-        assert (check.status, check.codes) == ("warning", ("expiring_soon",))
-        later = Watcher(cfg, structlog.get_logger("test"), Notifier({}),
-                        clock=lambda: check.not_after + 86400)
-        later.check_expiry()
-        expired = later.state.checks["expiry mail.example.test"]
-        assert (expired.status, expired.codes) == ("critical", ("expired",))
-        assert "certbot renew --cert-name mail.example.test" in expired.action
+        fresh = w.state.checks["expiry mail.example.test"]
+        assert (fresh.status, fresh.codes) == ("ok", ())
+        life = fresh.not_after - fresh.not_before
+        for at, status, codes in ((fresh.not_after - life / 5, "warning", ("expiring_soon",)),
+                                  (fresh.not_after + 86400, "critical", ("expired",))):
+            later = Watcher(cfg, structlog.get_logger("test"), Notifier({}),
+                            clock=lambda at=at: at)  # type: ignore[misc]
+            later.check_expiry()
+            check = later.state.checks["expiry mail.example.test"]
+            assert (check.status, check.codes) == (status, codes)
+        assert "certbot renew --cert-name mail.example.test" in check.action

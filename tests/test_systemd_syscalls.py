@@ -9,6 +9,7 @@ an alert mail through sendmail, a SIGHUP and a SIGTERM; each must be in the filt
 from __future__ import annotations
 
 import functools
+import json
 import os
 import re
 import signal
@@ -58,11 +59,11 @@ def children(pid: int) -> list[int]:
 
 
 def test_every_system_call_is_allowed_by_the_unit(stack: Stack, tmp_path: Path) -> None:
-    """Under strace -f: first check, probes, expiry warnings mailed through sendmail
-    (postdrop), SIGHUP and SIGTERM; the set of calls is a subset of the unit's filter."""
+    """Under strace -f: first check, probes, a refused deploy record alerted by mail
+    through sendmail (postdrop), SIGHUP and SIGTERM; the set of calls is a subset of the unit's filter."""
     pf = stack.postfix
     cfg = stack.write_config(
-        daemon={"probe_interval": 1, "watch_interval": 0.5, "warning_days": 3000, "jitter": 0.01},
+        daemon={"probe_interval": 1, "watch_interval": 0.2, "jitter": 0.01},
         alert={"mail_to": ["root@localhost"],
                "sendmail_command": ["/usr/sbin/sendmail", "-C", str(pf.config_dir), "-i"]},
         metrics={"textfile": str(tmp_path / "m.prom"), "listen": "127.0.0.1:0"})
@@ -75,6 +76,12 @@ def test_every_system_call_is_allowed_by_the_unit(stack: Stack, tmp_path: Path) 
     try:
         wait_until("the daemon under strace", lambda: bool(children(proc.pid)), 10)
         daemon = children(proc.pid)[0]
+        wait_until("the first check", (stack.state_dir / "daemon.json").exists, 30)
+        records = stack.state_dir / "deploys"
+        records.mkdir(exist_ok=True)
+        (records / "20260101T000000Z-1-mail.example.test.json").write_text(json.dumps({
+            "time": time.time(), "lineage": "mail.example.test", "outcome": "refused",
+            "message": "refused: the key does not match"}))  # -> an alert mail
         wait_until("an alert mail", (pf.mailbox_dir / "root").exists, 30)
         time.sleep(1.5)
         os.kill(daemon, signal.SIGHUP)
