@@ -46,6 +46,7 @@ def main(argv: list[str] | None = None, environ: Mapping[str, str] | None = None
 
     log_mod.configure(sys.stdout)
     log = log_mod.get("renew-daemon")
+    _route_stdlib_logging(log)
     try:
         cfg = config_mod.load(args.config, env)
         from daemon.watch import prepare  # noqa: PLC0415
@@ -59,6 +60,21 @@ def main(argv: list[str] | None = None, environ: Mapping[str, str] | None = None
     except Exception:
         log.exception("internal_error")
         return EXIT_INTERNAL
+
+
+def _route_stdlib_logging(log: Any) -> None:
+    """Libraries (APScheduler) log through :mod:`logging`: send their warnings and errors
+    to the same JSON stream instead of a plain text line on stderr."""
+    import logging  # noqa: PLC0415
+
+    class ToStructlog(logging.Handler):
+        def emit(self, record: logging.LogRecord) -> None:
+            method = getattr(log, record.levelname.lower(), log.warning)
+            method("library", logger=record.name, message=record.getMessage())
+
+    root = logging.getLogger()
+    root.handlers[:] = [ToStructlog()]
+    root.setLevel(logging.WARNING)
 
 
 def _run(cfg: Any, config_path: str | None, env: Mapping[str, str], log: Any) -> int:

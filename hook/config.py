@@ -93,9 +93,11 @@ class DaemonConfig:
     """Seconds between expiry checks of every certificate Postfix uses (on disk)."""
     watch_interval: float = 30.0
     """Seconds between looks for new deploy records and changed certificates on disk."""
-    settle_delay: float = 30.0
-    """After a certificate changed on disk, wait this long (for the deploy hook) before
-    the re-probe; a new deploy record triggers the re-probe at once."""
+    settle_delay: float = 120.0
+    """After a certificate changed on disk, wait this long before the re-probe (and
+    before a served old leaf counts as stale): time for the deploy hook, and longer than
+    Postfix's ``max_idle`` (100 s), after which idle smtpd processes holding the old
+    certificate are gone. A new deploy record triggers the re-probe at once."""
     jitter: float = 0.1
     """Random delay added to each regular job, as a fraction of its interval."""
     renew: bool = False
