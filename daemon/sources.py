@@ -38,8 +38,9 @@ class Discovery:
     """Every TLS-enabled SMTP service of master.cf."""
     lineages: tuple[Watched, ...]
 
-    def lineage_of(self, service: Service) -> Watched | None:
-        return next((w for w in self.lineages if service.label in w.services), None)
+    def lineages_of(self, service: Service) -> tuple[Watched, ...]:
+        """The lineages a service serves: usually one, two for an RSA + ECDSA pair."""
+        return tuple(w for w in self.lineages if service.label in w.services)
 
 
 def discover_all(config: Config) -> Discovery:

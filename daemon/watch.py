@@ -47,7 +47,7 @@ from hook.judge import Thresholds, expiry_problems, judge
 from hook.probe import probe
 from hook.prove import target_for
 from hook.validate import Trust, load_trust
-from hook.verdict import Code, Status, worst
+from hook.verdict import Code, Problem, Status, worst
 
 FAILED_DEPLOYS = {"refused": Status.WARNING, "rolled_back": Status.WARNING,
                   "rollback_failed": Status.CRITICAL}
@@ -258,15 +258,26 @@ class Watcher:
         for svc in disc.services:
             if self.stopping.is_set():
                 return
-            w = disc.lineage_of(svc)
-            name = w.lineage.name if w else ""
+            mine = disc.lineages_of(svc)
+            name = ",".join(w.lineage.name for w in mine)
+            want = {sha for w in mine if (sha := expected.get(w.lineage.name))}
             res = probe(target_for(svc), timeout=self.config.probe.timeout)
+            # one leaf expected: the judge compares; several (RSA + ECDSA lineages on one
+            # service): the handshake picks one, which must be one of them
             verdict = judge(res, trust=self.trust, now=dt.datetime.fromtimestamp(now, dt.UTC),
-                            expected_sha256=expected.get(name), thresholds=self.thresholds)
+                            expected_sha256=next(iter(want)) if len(want) == 1 else None,
+                            thresholds=self.thresholds)
+            problems = list(verdict.problems)
+            if len(want) > 1 and verdict.leaf_sha256 and verdict.leaf_sha256 not in want:
+                problems.append(Problem(
+                    Code.STALE, Status.CRITICAL, f"{res.target.label}: serves "
+                    f"{verdict.leaf_sha256[:16]}, none of the certificates on disk "
+                    f"({', '.join(sorted(w[:16] for w in want))})",
+                    "reload Postfix (postfix reload) or run the deploy hook"))
             leaf = res.handshake.leaf if res.handshake and res.handshake.chain else None
-            problems = sorted(verdict.problems, key=lambda p: -p.status.rank)
+            problems.sort(key=lambda p: -p.status.rank)
             check = Check(
-                Kind.PROBE, svc.label, status=verdict.status.value,
+                Kind.PROBE, svc.label, status=worst([p.status for p in problems]).value,
                 codes=tuple(p.code.value for p in problems),
                 detail="; ".join(p.detail for p in problems),
                 action=next((p.fix for p in problems if p.fix), _default_fix(problems)),
@@ -276,7 +287,7 @@ class Watcher:
                 not_after=leaf.not_valid_after_utc.timestamp() if leaf else 0.0)
             self.log.info("probe", service=svc.label, lineage=name or None, trigger=trigger,
                           status=check.status, codes=list(check.codes),
-                          leaf_sha256=verdict.leaf_sha256, expected_sha256=expected.get(name),
+                          leaf_sha256=verdict.leaf_sha256, expected_sha256=sorted(want) or None,
                           not_after=_iso(check.not_after), lifetime_left=_round(
                               verdict.lifetime_left), protocol=verdict.protocol or None,
                           seconds=round(verdict.seconds, 4), detail=check.detail or None)

@@ -123,3 +123,25 @@ def test_expiry_watch_of_the_real_lineage(stack: Stack) -> None:
             check = later.state.checks["expiry mail.example.test"]
             assert (check.status, check.codes) == (status, codes)
         assert "certbot renew --cert-name mail.example.test" in check.action
+
+
+def test_rsa_and_ecdsa_lineages_on_one_service_are_not_stale(stack: Stack) -> None:
+    """Postfix serving an ECDSA and an RSA lineage on the same services (two pairs in
+    smtpd_tls_chain_files): each service belongs to both, and the leaf the handshake
+    picks is one of them, so nothing is called stale."""
+    rsa = stack.certbot.issue(name="mail-rsa", domains=["mail.example.test"], key_type="rsa")
+    ec = stack.lineage
+    stack.postfix.set_main(smtpd_tls_chain_files=f"{ec}/privkey.pem, {ec}/fullchain.pem, "
+                                                 f"{rsa}/privkey.pem, {rsa}/fullchain.pem")
+    stack.postfix.reload()
+    cfg = config.load(stack.write_config(daemon={"settle_delay": 0.01}), {})
+    with capture_logs() as logs:
+        w = Watcher(cfg, structlog.get_logger("test"), Notifier({}))
+        w.probe_all()
+    assert w.discovery is not None
+    assert [x.lineage.name for x in w.discovery.lineages] == ["mail-rsa", "mail.example.test"]
+    probes = [e for e in logs if e["event"] == "probe"]
+    assert len(probes) == 3
+    for e in probes:
+        assert (e["status"], e["codes"], e["lineage"]) == ("ok", [], "mail-rsa,mail.example.test")
+        assert e["leaf_sha256"] in e["expected_sha256"] and len(e["expected_sha256"]) == 2
