@@ -108,15 +108,19 @@ class DeployRecord:
     services: tuple[str, ...]
 
 
-def deploy_records(state_dir: Path) -> list[DeployRecord]:
-    """Every readable record, oldest first (file names start with a UTC timestamp)."""
+def deploy_records(state_dir: Path, seen: set[str] | frozenset[str] = frozenset()
+                   ) -> tuple[list[str], list[DeployRecord]]:
+    """All record names, and the readable records not in ``seen``, oldest first (file
+    names start with a UTC timestamp). Only new files are read."""
     folder = state_dir / "deploys"
-    out = []
+    out: list[DeployRecord] = []
     try:
         names = sorted(p.name for p in folder.glob("*.json"))
     except OSError:
-        return []
+        return [], []
     for name in names:
+        if name in seen:
+            continue
         try:
             data: dict[str, Any] = json.loads((folder / name).read_bytes())
         except (OSError, ValueError):
@@ -126,4 +130,4 @@ def deploy_records(state_dir: Path) -> list[DeployRecord]:
             float(data.get("time", 0.0) or 0.0), str(data.get("new_sha256") or ""),
             str(data.get("old_sha256") or ""), str(data.get("message", "")),
             tuple(str(s) for s in data.get("services", ()) or ())))
-    return out
+    return names, out

@@ -385,9 +385,8 @@ class Watcher:
                               reprobe_in=self.config.daemon.settle_delay)
                 self._expiry_one(w, now)
                 self.schedule_reprobe(self.config.daemon.settle_delay, "cert_changed")
-        records = sources.deploy_records(self.config.deploy.state_dir)
-        seen = set(self.state.seen_records)
-        new = [r for r in records if r.name not in seen]
+        names, new = sources.deploy_records(self.config.deploy.state_dir,
+                                            set(self.state.seen_records))
         history = self.state.fresh  # first run ever: old records are history, not news
         for rec in new:
             info = self.state.deploys.setdefault(rec.lineage, DeployInfo())
@@ -405,7 +404,7 @@ class Watcher:
                                codes=() if status is Status.OK else (f"deploy_{rec.outcome}",),
                                detail=rec.message, action=DEPLOY_FIX.get(rec.outcome, ""),
                                lineage=rec.lineage, last_run=now, last_ok=rec.time), now)
-        self.state.seen_records = sorted(r.name for r in records)
+        self.state.seen_records = names
         self.state.fresh = False
         if new and not history:
             self.schedule_reprobe(0.0, "deploy_record")
