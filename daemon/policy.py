@@ -7,11 +7,13 @@ alerted again before its repeat time: no alert storm after a reboot or a crash l
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import replace
 from enum import StrEnum
 
 from daemon.state import Check, Kind
 from hook.alert import Alert
+from hook.verdict import Status, worst
 
 OK = "ok"
 
@@ -72,3 +74,32 @@ def alert_for(check: Check, reason: Reason, host: str | None = None) -> Alert:
     return Alert(summary=summary, problem=problem, action=action, lineage=check.lineage,
                  service=check.subject if check.kind is Kind.PROBE else "",
                  detail=check.detail, severity=severity, **kwargs)
+
+
+def digest(items: Sequence[tuple[Check, Reason]], host: str | None = None) -> Alert:
+    """One alert for several checks that changed in the same job: a renewal that did
+    not reach Postfix is one mail naming its three services, not three mails."""
+    if len(items) == 1:
+        return alert_for(items[0][0], items[0][1], host=host)
+    parts = [(c, alert_for(c, r, host=host)) for c, r in items]
+    resolved = all(r is Reason.RESOLVED for _, r in items)
+    subjects = ", ".join(c.subject for c, _ in items)
+    if resolved:
+        summary, problem = f"resolved: {len(items)} checks ok again ({subjects})", "resolved"
+        severity, action = "resolved", "nothing: this is the all-clear"
+    else:
+        bad = [c for c, r in items if r is not Reason.RESOLVED]
+        problem = ", ".join(sorted({code for c in bad for code in c.codes} or {bad[0].status}))
+        summary = f"{problem}: {len(items)} checks ({subjects})"
+        severity = worst([Status(c.status) for c in bad]).value
+        actions = list(dict.fromkeys(a.action for _, a in parts if a.severity != "resolved"))
+        action = actions[0] if len(actions) == 1 else "".join(f"\n- {a}" for a in actions)
+    if len(summary) > 160:
+        summary = summary[:157] + "..."
+    detail = "\n".join(f"* {a.summary}" + (f"\n  {a.detail}" if a.detail else "")
+                       for _, a in parts)
+    kwargs = {"host": host} if host else {}
+    return Alert(summary=summary, problem=problem, action=action,
+                 lineage=", ".join(dict.fromkeys(c.lineage for c, _ in items if c.lineage)),
+                 service=", ".join(c.subject for c, _ in items if c.kind is Kind.PROBE),
+                 detail=detail, severity=severity, **kwargs)

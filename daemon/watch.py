@@ -29,7 +29,7 @@ import socket
 import subprocess
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import replace
 from typing import Any
 
@@ -101,6 +101,8 @@ class Watcher:
         self.exporter: metrics.Exporter | None = None
         self.summary = "starting"
         self._renew_proc: subprocess.Popen[str] | None = None
+        self._pending: list[tuple[str, policy.Reason]] = []
+        self._batching = 0
         self.scheduler = BackgroundScheduler(
             timezone="UTC",
             executors={"default": ThreadPoolExecutor(1), "heartbeat": ThreadPoolExecutor(1),
@@ -204,7 +206,8 @@ class Watcher:
         with self.work:
             self.busy_since = self.clock()
             try:
-                func()
+                with self._batch():
+                    func()
                 self.failures = 0
             except Exception as exc:
                 self.failures += 1
@@ -450,21 +453,44 @@ class Watcher:
     def _record(self, check: Check, now: float) -> None:
         prev = self.state.checks.get(check.key)
         merged, reason = policy.advance(prev, check, now, self.config.alert.repeat_interval)
-        if reason is not None:
-            merged = self._alert(merged, reason, now)
         self.state.checks[merged.key] = merged
+        if reason is not None:
+            self._pending.append((merged.key, reason))
+        if self._batching == 0:
+            self._flush_alerts(now)
 
-    def _alert(self, check: Check, reason: policy.Reason, now: float) -> Check:
-        alert = policy.alert_for(check, reason, host=self.host)
-        cfg = self.config.alert
-        deliveries = alert_mod.send(alert, cfg, timeout=min(30.0, self.config.probe.timeout * 3))
+    @contextlib.contextmanager
+    def _batch(self) -> Iterator[None]:
+        """Alerts decided inside go out together at the end: one mail per job."""
+        self._batching += 1
+        try:
+            yield
+        finally:
+            self._batching -= 1
+            if self._batching == 0:
+                self._flush_alerts(self.clock())
+
+    def _flush_alerts(self, now: float) -> None:
+        pending, self._pending = self._pending, []
+        items = [(self.state.checks[k], r) for k, r in pending if k in self.state.checks]
+        for group in ([i for i in items if i[1] is not policy.Reason.RESOLVED],
+                      [i for i in items if i[1] is policy.Reason.RESOLVED]):
+            if group:
+                self._alert(group, now)
+
+    def _alert(self, items: list[tuple[Check, policy.Reason]], now: float) -> None:
+        alert = policy.digest(items, host=self.host)
+        deliveries = alert_mod.send(alert, self.config.alert,
+                                    timeout=min(30.0, self.config.probe.timeout * 3))
         ok = any(d.ok for d in deliveries) or not deliveries
         getattr(self.log, "warning" if ok else "error")(
-            "alert", check=check.kind.value, subject=check.subject, lineage=check.lineage or None,
-            reason=reason.value, status=check.status, problem=alert.problem,
+            "alert", checks=[c.key for c, _ in items], reason=items[0][1].value,
+            status=alert.severity, problem=alert.problem, lineage=alert.lineage or None,
             summary=alert.summary, deliveries=[f"{d.channel}:{'ok' if d.ok else 'failed'} {d.detail}"
                                                for d in deliveries] or ["none configured"])
-        return replace(check, last_alert=now) if ok else check
+        if ok:
+            for check, _ in items:
+                self.state.checks[check.key] = replace(check, last_alert=now)
 
     def _forget(self, kind: Kind, current: set[str]) -> None:
         for key, check in list(self.state.checks.items()):

@@ -125,3 +125,22 @@ def test_status_line_names_the_worst_problem() -> None:
     line = status_line(st, 0.0)
     assert line.startswith("CRITICAL 127.0.0.1:25/starttls: stale (+1 more); 1/3 TLS services ok")
     assert json.dumps(line)
+
+
+def test_digest_one_mail_for_several_checks() -> None:
+    """Checks that changed in one job make one alert: every service and detail named,
+    the worst severity, the codes, and each distinct fix once."""
+    items = [(probe_check(subject=f"127.0.0.1:{p}/starttls"), policy.Reason.NEW)
+             for p in (25, 587)]
+    items.append((probe_check("warning", ("expiring_soon",), subject="127.0.0.1:465/tls",
+                              action="check certbot.timer"), policy.Reason.NEW))
+    alert = policy.digest(items, host="mx1")
+    assert alert.severity == "critical" and alert.problem == "expiring_soon, stale"
+    assert alert.service == "127.0.0.1:25/starttls, 127.0.0.1:587/starttls, 127.0.0.1:465/tls"
+    assert alert.lineage == "mx.example.org"
+    assert alert.action == "\n- reload Postfix\n- check certbot.timer"
+    assert alert.detail.count("serves abc, disk has def") == 3
+    single = policy.digest(items[:1], host="mx1")
+    assert single == policy.alert_for(items[0][0], policy.Reason.NEW, host="mx1")
+    clear = policy.digest([(c, policy.Reason.RESOLVED) for c, _ in items], host="mx1")
+    assert clear.severity == "resolved" and clear.summary.startswith("resolved: 3 checks ok again")
