@@ -42,7 +42,7 @@ def main(argv: list[str] | None = None, environ: Mapping[str, str] | None = None
     args = build_parser().parse_args(argv)
     from hook import config as config_mod  # noqa: PLC0415 - keep --help fast
     from hook import log as log_mod  # noqa: PLC0415
-    from hook.errors import Error  # noqa: PLC0415
+    from hook.errors import ConfigError, Error  # noqa: PLC0415
 
     log_mod.configure(sys.stdout)
     log = log_mod.get("renew-daemon")
@@ -57,6 +57,9 @@ def main(argv: list[str] | None = None, environ: Mapping[str, str] | None = None
         return EXIT_CONFIG
     try:
         return _run(cfg, args.config, env, log)
+    except ConfigError as exc:  # e.g. metrics.listen cannot be bound
+        log.error("config", error=str(exc))
+        return EXIT_CONFIG
     except Exception:
         log.exception("internal_error")
         return EXIT_INTERNAL

@@ -34,6 +34,7 @@ from collections.abc import Iterable
 from pathlib import Path
 
 from daemon.state import Kind, State, lifetime_left
+from hook.errors import ConfigError
 
 P = "postfix_certwatch_"
 STATUS_VALUE = {"ok": 0, "warning": 1, "critical": 2, "unknown": 3}
@@ -127,11 +128,19 @@ def write_textfile(path: Path, text: str) -> None:
         raise
 
 
+def parse_listen(listen: str) -> tuple[str, int]:
+    """``HOST:PORT``, ``[::1]:PORT`` or ``PORT`` (127.0.0.1) -> (host, port), or ConfigError."""
+    host, _, port = listen.rpartition(":")
+    if not port.isdigit() or not 0 <= int(port) < 65536:
+        raise ConfigError(f"metrics.listen = {listen!r}: expected HOST:PORT, e.g. 127.0.0.1:9469")
+    return host.strip("[]") or "127.0.0.1", int(port)
+
+
 class Exporter:
     """Serve the latest rendered text on ``http://HOST:PORT/metrics`` (a daemon thread)."""
 
     def __init__(self, listen: str) -> None:
-        host, _, port = listen.rpartition(":")
+        host, port = parse_listen(listen)
         self.text = ""
         exporter = self
 
@@ -150,8 +159,11 @@ class Exporter:
             def log_message(self, format: str, *args: object) -> None:
                 return
 
-        self.server = http.server.ThreadingHTTPServer((host.strip("[]") or "127.0.0.1", int(port)),
-                                                      Handler)
+        try:
+            self.server = http.server.ThreadingHTTPServer((host, port), Handler)
+        except OSError as exc:
+            raise ConfigError(f"metrics.listen = {listen!r}: cannot listen: "
+                              f"{exc.strerror or exc}") from exc
         self.server.daemon_threads = True
         self.thread = threading.Thread(target=self.server.serve_forever, name="metrics",
                                        daemon=True)

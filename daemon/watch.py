@@ -42,7 +42,7 @@ from daemon.notify import Notifier
 from daemon.state import Check, DeployInfo, Kind
 from hook import alert as alert_mod
 from hook.config import Config
-from hook.errors import BundleError, Error, PostfixError
+from hook.errors import BundleError, ConfigError, Error, PostfixError
 from hook.judge import Thresholds, expiry_problems, judge
 from hook.probe import probe
 from hook.prove import target_for
@@ -72,6 +72,8 @@ def thresholds(config: Config) -> Thresholds:
 
 def prepare(config: Config) -> Trust:
     """Everything derived from a configuration that can fail: refused on reload."""
+    if config.metrics.listen:
+        metrics.parse_listen(config.metrics.listen)
     return load_trust(config.probe.cafile)
 
 
@@ -140,13 +142,19 @@ class Watcher:
         trust = prepare(config)
         with self.work:
             old = self.config
-            self.config, self.trust = config, trust
-            self.thresholds = thresholds(config)
             if old.metrics.listen != config.metrics.listen:
-                if self.exporter:
+                if self.exporter:  # free the port first: the new one may be the same
                     self.exporter.close()
                     self.exporter = None
-                self._open_exporter()
+                try:
+                    self.exporter = metrics.Exporter(config.metrics.listen) \
+                        if config.metrics.listen else None
+                except ConfigError:
+                    self.exporter = metrics.Exporter(old.metrics.listen) \
+                        if old.metrics.listen else None
+                    raise
+            self.config, self.trust = config, trust
+            self.thresholds = thresholds(config)
             self._schedule_regular()
         self.schedule_reprobe(0.0, "reload")
 
@@ -261,6 +269,9 @@ class Watcher:
         for svc in disc.services:
             if self.stopping.is_set():
                 return
+            if not self.ready.is_set():  # first check: one probe may take its full timeout
+                self.notifier.send(EXTEND_TIMEOUT_USEC=str(int((self.config.probe.timeout + 30)
+                                                               * 1e6)))
             mine = disc.lineages_of(svc)
             name = ",".join(w.lineage.name for w in mine)
             want = {sha for w in mine if (sha := expected.get(w.lineage.name))}

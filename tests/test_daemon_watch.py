@@ -3,8 +3,11 @@ renew job, a Postfix whose configuration cannot be read, and watchdog health."""
 
 from __future__ import annotations
 
+import dataclasses
 import json
+import socket
 import sys
+import urllib.request
 from collections.abc import Iterator, MutableMapping
 from pathlib import Path
 from typing import Any
@@ -17,6 +20,7 @@ from daemon.notify import Notifier
 from daemon.state import Kind
 from daemon.watch import Watcher
 from hook import config
+from hook.errors import ConfigError
 from tests.harness.stack import Stack
 
 
@@ -145,3 +149,31 @@ def test_rsa_and_ecdsa_lineages_on_one_service_are_not_stale(stack: Stack) -> No
     for e in probes:
         assert (e["status"], e["codes"], e["lineage"]) == ("ok", [], "mail-rsa,mail.example.test")
         assert e["leaf_sha256"] in e["expected_sha256"] and len(e["expected_sha256"]) == 2
+
+
+def test_reload_refuses_a_metrics_port_in_use(
+        watcher: tuple[Watcher, list[MutableMapping[str, Any]]]) -> None:
+    """A reload whose metrics.listen cannot be bound is refused (ConfigError) and the
+    running configuration stays; a free port is taken and serves /metrics."""
+    w, _ = watcher
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        port = busy.getsockname()[1]
+        bad = dataclasses.replace(w.config, metrics=config.MetricsConfig(listen=f"127.0.0.1:{port}"))
+        with pytest.raises(ConfigError, match="cannot listen"):
+            w.reload(bad)
+        assert w.config.metrics.listen == "" and w.exporter is None
+    with pytest.raises(ConfigError, match="expected HOST:PORT"):
+        w.reload(dataclasses.replace(w.config, metrics=config.MetricsConfig(listen="[::1]:http")))
+    good = dataclasses.replace(w.config, metrics=config.MetricsConfig(listen="127.0.0.1:0"))
+    w.scheduler.start(paused=True)
+    try:
+        w.reload(good)
+        assert w.exporter is not None and w.config is good
+        with urllib.request.urlopen(f"http://127.0.0.1:{w.exporter.port}/metrics", timeout=5):
+            pass
+    finally:
+        if w.exporter:
+            w.exporter.close()
+        w.scheduler.shutdown(wait=False)
