@@ -51,6 +51,7 @@ def test_notify_renewal_reprobe_sighup_sigterm(stack: Stack, notify: NotifySocke
     with running_daemon(cfg, notify, watchdog_usec=600_000) as d:
         ready = notify.wait_for("READY", timeout=30)[0]
         assert "3/3 TLS services ok" in ready["STATUS"]
+        assert notify.with_key("EXTEND_TIMEOUT_USEC")  # asked for time during the first check
         notify.wait_for("WATCHDOG", count=3, timeout=10)
         first = [e for e in d.named("probe") if e["trigger"] == "start"]
         assert {e["service"] for e in first} == labels(stack)
