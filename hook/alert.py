@@ -68,6 +68,9 @@ def _mail(alert: Alert, config: AlertConfig, timeout: float) -> Delivery:
     msg["Date"] = formatdate(localtime=True)
     msg["Message-ID"] = make_msgid(domain=alert.host)
     msg["Auto-Submitted"] = "auto-generated"
+    # for mail filters: sort or page on these without parsing the subject
+    msg["X-Postfix-Certwatch-Severity"] = alert.severity
+    msg["X-Postfix-Certwatch-Problem"] = alert.problem
     msg.set_content(alert.body())
     argv = [*config.sendmail_command, "-f", sender, "--", *config.mail_to]
     try:
@@ -82,7 +85,10 @@ def _mail(alert: Alert, config: AlertConfig, timeout: float) -> Delivery:
 
 
 def _webhook(alert: Alert, config: AlertConfig, timeout: float) -> Delivery:
-    body = json.dumps({"source": "postfix-certwatch", **asdict(alert)}).encode()
+    # every Alert field, plus "subject" and "text" (the mail's subject and body), which
+    # chat webhooks (Slack, Mattermost, ...) display as they are
+    body = json.dumps({"source": "postfix-certwatch", **asdict(alert), "subject": alert.subject(),
+                       "text": f"{alert.subject()}\n{alert.body()}"}).encode()
     req = urllib.request.Request(config.webhook_url, data=body, method="POST",  # noqa: S310
                                  headers={"Content-Type": "application/json"})
     try:

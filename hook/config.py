@@ -157,6 +157,42 @@ class DnsConfig:
 
 
 @dataclass(frozen=True)
+class DaemonConfig:
+    """``renew-daemon``: how often it looks, and the optional ``certbot renew`` job."""
+
+    probe_interval: float = 3600.0
+    """Seconds between regular probes of every Postfix TLS service."""
+    expiry_interval: float = 3600.0
+    """Seconds between expiry checks of every certificate Postfix uses (on disk)."""
+    watch_interval: float = 30.0
+    """Seconds between looks for new deploy records and changed certificates on disk."""
+    settle_delay: float = 120.0
+    """After a certificate changed on disk, wait this long before the re-probe (and
+    before a served old leaf counts as stale): time for the deploy hook, and longer than
+    Postfix's ``max_idle`` (100 s), after which idle smtpd processes holding the old
+    certificate are gone. A new deploy record triggers the re-probe at once."""
+    jitter: float = 0.1
+    """Random delay added to each regular job, as a fraction of its interval."""
+    renew: bool = False
+    """Run ``renew_command`` twice a day (for hosts without certbot.timer)."""
+    renew_command: tuple[str, ...] = ("certbot", "renew", "--quiet", "--no-random-sleep-on-renew")
+    renew_interval: float = 43200.0
+    """Seconds between ``renew_command`` runs (twice a day)."""
+    renew_random_delay: float = 3600.0
+    """Up to this many seconds of random delay before each ``renew_command``."""
+
+
+@dataclass(frozen=True)
+class MetricsConfig:
+    """Prometheus metrics: a node_exporter textfile and/or an HTTP ``/metrics``."""
+
+    textfile: Path | None = None
+    """E.g. ``/var/lib/prometheus/node-exporter/postfix_certwatch.prom``; empty: none."""
+    listen: str = ""
+    """``HOST:PORT`` to serve ``/metrics`` on (e.g. ``127.0.0.1:9469``); empty: none."""
+
+
+@dataclass(frozen=True)
 class Config:
     """The whole configuration; ``source`` is the file it came from (or None)."""
 
@@ -167,6 +203,8 @@ class Config:
     trust: TrustConfig = field(default_factory=TrustConfig)
     alert: AlertConfig = field(default_factory=AlertConfig)
     dns: DnsConfig = field(default_factory=DnsConfig)
+    daemon: DaemonConfig = field(default_factory=DaemonConfig)
+    metrics: MetricsConfig = field(default_factory=MetricsConfig)
     source: Path | None = None
 
 
