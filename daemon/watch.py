@@ -43,7 +43,7 @@ from daemon.state import Check, DeployInfo, Kind
 from hook import alert as alert_mod
 from hook.config import Config
 from hook.errors import BundleError, ConfigError, Error, PostfixError
-from hook.judge import Thresholds, expiry_problems, judge
+from hook.judge import Thresholds, expiry_problems, judge, thresholds_of
 from hook.probe import probe
 from hook.prove import target_for
 from hook.validate import Trust, load_trust
@@ -63,18 +63,15 @@ DEPLOY_FIX = {
 
 
 def thresholds(config: Config) -> Thresholds:
-    """Expiry thresholds: the ``[probe]`` ones where the configuration has them (the probe
-    engine's ``renew-check`` and the daemon must agree), else the defaults."""
-    fields = ("warning_fraction", "critical_fraction", "warning_days", "critical_days")
-    given = {f: getattr(config.probe, f) for f in fields if hasattr(config.probe, f)}
-    return Thresholds(**given)
+    """Expiry thresholds from ``[probe]``: ``renew-check`` and the daemon must agree."""
+    return thresholds_of(config.probe)
 
 
 def prepare(config: Config) -> Trust:
     """Everything derived from a configuration that can fail: refused on reload."""
     if config.metrics.listen:
         metrics.parse_listen(config.metrics.listen)
-    return load_trust(config.probe.cafile)
+    return load_trust(config.probe.cafile, system=config.trust.system_store)
 
 
 class Watcher:
