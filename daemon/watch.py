@@ -47,7 +47,7 @@ from hook.judge import Thresholds, expiry_problems, judge, thresholds_of
 from hook.probe import probe
 from hook.prove import target_for
 from hook.validate import Trust, load_trust
-from hook.verdict import Code, Problem, Status, worst
+from hook.verdict import Code, Status, worst
 
 FAILED_DEPLOYS = {"refused": Status.WARNING, "rolled_back": Status.WARNING,
                   "rollback_failed": Status.CRITICAL}
@@ -273,18 +273,11 @@ class Watcher:
             name = ",".join(w.lineage.name for w in mine)
             want = {sha for w in mine if (sha := expected.get(w.lineage.name))}
             res = probe(target_for(svc), timeout=self.config.probe.timeout)
-            # one leaf expected: the judge compares; several (RSA + ECDSA lineages on one
-            # service): the handshake picks one, which must be one of them
+            # several leaves (RSA + ECDSA lineages on one service): the handshake picks one,
+            # which must be one of them
             verdict = judge(res, trust=self.trust, now=dt.datetime.fromtimestamp(now, dt.UTC),
-                            expected_sha256=next(iter(want)) if len(want) == 1 else None,
-                            thresholds=self.thresholds)
+                            expected=tuple(sorted(want)), thresholds=self.thresholds)
             problems = list(verdict.problems)
-            if len(want) > 1 and verdict.leaf_sha256 and verdict.leaf_sha256 not in want:
-                problems.append(Problem(
-                    Code.STALE, Status.CRITICAL, f"{res.target.label}: serves "
-                    f"{verdict.leaf_sha256[:16]}, none of the certificates on disk "
-                    f"({', '.join(sorted(w[:16] for w in want))})",
-                    "reload Postfix (postfix reload) or run the deploy hook"))
             leaf = res.handshake.leaf if res.handshake and res.handshake.chain else None
             problems.sort(key=lambda p: -p.status.rank)
             check = Check(

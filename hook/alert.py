@@ -71,7 +71,10 @@ def _mail(alert: Alert, config: AlertConfig, timeout: float) -> Delivery:
     # for mail filters: sort or page on these without parsing the subject
     msg["X-Postfix-Certwatch-Severity"] = alert.severity
     msg["X-Postfix-Certwatch-Problem"] = alert.problem
-    msg.set_content(alert.body())
+    body = alert.body()
+    # Plain 8bit text, not quoted-printable: admins read these with `mail` and grep them.
+    fits = max((len(line) for line in body.splitlines()), default=0) <= 998
+    msg.set_content(body, cte="8bit" if fits else None)
     argv = [*config.sendmail_command, "-f", sender, "--", *config.mail_to]
     try:
         proc = subprocess.run(argv, input=msg.as_bytes(), capture_output=True, timeout=timeout,

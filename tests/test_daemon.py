@@ -128,7 +128,7 @@ def test_stale_cert_alert_mail_metrics_and_quiet_restart(stack: Stack, notify: N
         text = mailbox(stack).read_text()
         assert "Subject: [postfix-certwatch] CRITICAL" in text
         for needle in ("lineage:   mail.example.test", f"127.0.0.1:{pf.smtp_port}/starttls",
-                       "problem:   stale", "What to do: reload Postfix"):
+                       "problem:   stale", "What to do: postfix reload"):
             assert needle in text, text
         wait_until("stale in the metrics file",
                    lambda: 'code="stale"' in prom.read_text(), 10)
