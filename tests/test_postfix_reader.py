@@ -6,6 +6,8 @@ import os
 import time
 from pathlib import Path
 
+from hook import discover
+from hook.lineage import Lineage
 from hook.postfix import Postfix
 
 MASTER_CF = """\
@@ -53,3 +55,29 @@ def test_postscreen_takes_the_certificate_of_the_smtpd_pass_service(tmp_path: Pa
     services = {s.name: s for s in make_config(tmp_path).services()}
     assert services["smtp"].command == "postscreen"
     assert services["smtp"].overrides["smtpd_tls_chain_files"] == "/etc/c.pem"
+
+
+def test_chain_files_take_precedence_over_legacy_cert_files(tmp_path: Path) -> None:
+    """Postfix ignores smtpd_tls_cert_file/key_file once smtpd_tls_chain_files is set: a
+    lineage named only there is not used, and a service overriding only the legacy
+    files still serves main.cf's chain files."""
+    le = tmp_path / "le"
+    bundles = tmp_path / "bundles"
+    (tmp_path / "main.cf").write_text(
+        f"queue_directory = {tmp_path}/q\ninet_interfaces = 127.0.0.1\n"
+        f"smtpd_tls_security_level = may\n"
+        f"smtpd_tls_chain_files = {bundles}/main.pem\n"
+        f"smtpd_tls_cert_file = {le}/live/other/fullchain.pem\n"
+        f"smtpd_tls_key_file = {le}/live/other/privkey.pem\n")
+    (tmp_path / "master.cf").write_text(
+        "127.0.0.1:2525 inet n - n - - smtpd\n"
+        f"127.0.0.1:2587 inet n - n - - smtpd -o smtpd_tls_cert_file={le}/live/other/cert.pem\n")
+    old = time.time() - 5
+    for name in ("main.cf", "master.cf"):
+        os.utime(tmp_path / name, (old, old))
+    postfix = Postfix(tmp_path)
+    other = discover.usage(postfix, Lineage(le, "other"), bundles)
+    assert other.mode is discover.Mode.UNUSED, other.references
+    main = discover.usage(postfix, Lineage(le, "main"), bundles)
+    assert main.mode is discover.Mode.STAGED
+    assert {s.port for s in main.services} == {2525, 2587}
