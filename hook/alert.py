@@ -68,7 +68,13 @@ def _mail(alert: Alert, config: AlertConfig, timeout: float) -> Delivery:
     msg["Date"] = formatdate(localtime=True)
     msg["Message-ID"] = make_msgid(domain=alert.host)
     msg["Auto-Submitted"] = "auto-generated"
-    msg.set_content(alert.body())
+    # for mail filters: sort or page on these without parsing the subject
+    msg["X-Postfix-Certwatch-Severity"] = alert.severity
+    msg["X-Postfix-Certwatch-Problem"] = alert.problem
+    body = alert.body()
+    # Plain 8bit text, not quoted-printable: admins read these with `mail` and grep them.
+    fits = max((len(line) for line in body.splitlines()), default=0) <= 998
+    msg.set_content(body, cte="8bit" if fits else None)
     argv = [*config.sendmail_command, "-f", sender, "--", *config.mail_to]
     try:
         proc = subprocess.run(argv, input=msg.as_bytes(), capture_output=True, timeout=timeout,
@@ -82,7 +88,10 @@ def _mail(alert: Alert, config: AlertConfig, timeout: float) -> Delivery:
 
 
 def _webhook(alert: Alert, config: AlertConfig, timeout: float) -> Delivery:
-    body = json.dumps({"source": "postfix-certwatch", **asdict(alert)}).encode()
+    # every Alert field, plus "subject" and "text" (the mail's subject and body), which
+    # chat webhooks (Slack, Mattermost, ...) display as they are
+    body = json.dumps({"source": "postfix-certwatch", **asdict(alert), "subject": alert.subject(),
+                       "text": f"{alert.subject()}\n{alert.body()}"}).encode()
     req = urllib.request.Request(config.webhook_url, data=body, method="POST",  # noqa: S310
                                  headers={"Content-Type": "application/json"})
     try:

@@ -157,6 +157,42 @@ class DnsConfig:
 
 
 @dataclass(frozen=True)
+class DaemonConfig:
+    """``renew-daemon``: how often it looks, and the optional ``certbot renew`` job."""
+
+    probe_interval: float = 3600.0
+    """Seconds between regular probes of every Postfix TLS service."""
+    expiry_interval: float = 3600.0
+    """Seconds between expiry checks of every certificate Postfix uses (on disk)."""
+    watch_interval: float = 30.0
+    """Seconds between looks for new deploy records and changed certificates on disk."""
+    settle_delay: float = 120.0
+    """After a certificate changed on disk, wait this long before the re-probe (and
+    before a served old leaf counts as stale): time for the deploy hook, and longer than
+    Postfix's ``max_idle`` (100 s), after which idle smtpd processes holding the old
+    certificate are gone. A new deploy record triggers the re-probe at once."""
+    jitter: float = 0.1
+    """Random delay added to each regular job, as a fraction of its interval."""
+    renew: bool = False
+    """Run ``renew_command`` twice a day (for hosts without certbot.timer)."""
+    renew_command: tuple[str, ...] = ("certbot", "renew", "--quiet", "--no-random-sleep-on-renew")
+    renew_interval: float = 43200.0
+    """Seconds between ``renew_command`` runs (twice a day)."""
+    renew_random_delay: float = 3600.0
+    """Up to this many seconds of random delay before each ``renew_command``."""
+
+
+@dataclass(frozen=True)
+class MetricsConfig:
+    """Prometheus metrics: a node_exporter textfile and/or an HTTP ``/metrics``."""
+
+    textfile: Path | None = None
+    """E.g. ``/var/lib/prometheus/node-exporter/postfix_certwatch.prom``; empty: none."""
+    listen: str = ""
+    """``HOST:PORT`` to serve ``/metrics`` on (e.g. ``127.0.0.1:9469``); empty: none."""
+
+
+@dataclass(frozen=True)
 class Config:
     """The whole configuration; ``source`` is the file it came from (or None)."""
 
@@ -167,6 +203,8 @@ class Config:
     trust: TrustConfig = field(default_factory=TrustConfig)
     alert: AlertConfig = field(default_factory=AlertConfig)
     dns: DnsConfig = field(default_factory=DnsConfig)
+    daemon: DaemonConfig = field(default_factory=DaemonConfig)
+    metrics: MetricsConfig = field(default_factory=MetricsConfig)
     source: Path | None = None
 
 
@@ -216,6 +254,13 @@ def parse(raw: bytes, path: Path) -> Config:
     return Config(**built, source=path)
 
 
+ZERO_ALLOWED = frozenset({"daemon.jitter", "daemon.renew_random_delay", "probe.warning_days",
+                          "probe.critical_days"})
+"""Numbers for which 0 is meaningful ("no jitter", "no absolute floor"); others must be > 0."""
+MAXIMUM = {"deploy.proof_timeout": 300.0}
+"""Upper bounds: a proof longer than this holds the deploy lock for too long."""
+
+
 def _build_section(cls: type[Any], table: dict[str, Any], path: Path, section: str) -> Any:
     hints = get_type_hints(cls)
     known = {f.name for f in dataclasses.fields(cls)}
@@ -224,14 +269,24 @@ def _build_section(cls: type[Any], table: dict[str, Any], path: Path, section: s
         where = f"{path}: {section}.{key}"
         if key not in known:
             raise ConfigError(f"{where}: unknown key (known in [{section}]: {', '.join(sorted(known))})")
-        kwargs[key] = _coerce(hints[key], value, where)
+        dotted = f"{section}.{key}"
+        kwargs[key] = _coerce(hints[key], value, where, zero_ok=dotted in ZERO_ALLOWED)
         if key.endswith("_fraction") and kwargs[key] >= 1:
             raise ConfigError(f"{where}: expected a fraction below 1 (0.25 = a quarter), "
                               f"got {value!r}")
-    return cls(**kwargs)
+        if dotted in MAXIMUM and kwargs[key] > MAXIMUM[dotted]:
+            raise ConfigError(f"{where}: at most {MAXIMUM[dotted]:g}, got {value!r}")
+    built = cls(**kwargs)
+    for low, high in (("critical_fraction", "warning_fraction"), ("critical_days", "warning_days")):
+        if low in table or high in table:
+            lo, hi = getattr(built, low, None), getattr(built, high, None)
+            if lo is not None and hi is not None and lo > hi:
+                raise ConfigError(f"{path}: {section}.{low} ({lo:g}) must not be above "
+                                  f"{section}.{high} ({hi:g})")
+    return built
 
 
-def _coerce(hint: Any, value: Any, where: str) -> Any:
+def _coerce(hint: Any, value: Any, where: str, *, zero_ok: bool = False) -> Any:
     if hint is Path:
         if not isinstance(value, str) or not value:
             raise ConfigError(f"{where}: expected a non-empty path string, got {value!r}")
@@ -245,8 +300,10 @@ def _coerce(hint: Any, value: Any, where: str) -> Any:
             raise ConfigError(f"{where}: expected a string, got {value!r}")
         return value
     if hint is float:
-        if isinstance(value, bool) or not isinstance(value, int | float) or value <= 0:
-            raise ConfigError(f"{where}: expected a positive number, got {value!r}")
+        if (isinstance(value, bool) or not isinstance(value, int | float) or value < 0
+                or (value == 0 and not zero_ok)):
+            wanted = "a number, 0 or more" if zero_ok else "a positive number"
+            raise ConfigError(f"{where}: expected {wanted}, got {value!r}")
         return float(value)
     if hint is int:
         if isinstance(value, bool) or not isinstance(value, int) or value <= 0:

@@ -106,6 +106,16 @@ def _points_at(file: str, roots: tuple[str, ...]) -> bool:
                for r in roots)
 
 
+def effective_files(params: dict[str, str], overrides: dict[str, str]) -> dict[str, str]:
+    """The certificate settings a service really uses, with Postfix's precedence: a
+    service's ``-o`` wins over main.cf, and a non-empty ``smtpd_tls_chain_files`` makes
+    Postfix ignore the legacy ``smtpd_tls_{,ec,d}{cert,key}_file`` altogether."""
+    merged = {n: overrides[n] if n in overrides else params.get(n, "") for n in SERVER_FILE_PARAMS}
+    if merged["smtpd_tls_chain_files"].strip():
+        return {"smtpd_tls_chain_files": merged["smtpd_tls_chain_files"]}
+    return {k: v for k, v in merged.items() if v.strip()}
+
+
 def tls_enabled(service: Service, params: dict[str, str]) -> bool:
     """Does this service offer TLS (STARTTLS or implicit)?"""
     o = service.overrides
@@ -190,15 +200,16 @@ def usage(postfix: Postfix, lineage: Lineage, bundle_dir: Path) -> Usage:
                     refs.append(f"{where}{name} = {f}")
         return hit
 
-    global_hit = scan("", params)
+    global_hit = scan("", effective_files(params, {}))
     tls_services = [svc for svc in services if tls_enabled(svc, params)]
     for svc in tls_services:
         own = {k: v for k, v in svc.overrides.items() if k in SERVER_FILE_PARAMS}
         if own:
-            if scan(f"master.cf {svc.name}: ", own):
+            if scan(f"master.cf {svc.name}: ", effective_files(params, own)):
                 users.append(svc)
         elif global_hit:
             users.append(svc)
+    refs = list(dict.fromkeys(refs))
     sni = _sni_maps(params.get("tls_server_sni_maps", ""), lineage_roots + bundle_roots, refs)
     if staged:
         mode = Mode.STAGED

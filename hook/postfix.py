@@ -122,20 +122,38 @@ class Postfix:
                     or line.endswith(" ="))
 
     def services(self) -> tuple[Service, ...]:
-        """Every SMTP-speaking ``inet`` service in master.cf, with its ``-o`` overrides."""
+        """Every SMTP-speaking ``inet`` service in master.cf, with its ``-o`` overrides.
+
+        Read with ``postconf -F`` (one field per line) and ``postconf -Px`` (one ``-o``
+        per line, ``$``-expanded, ``{ ... }`` values with spaces intact) rather than by
+        splitting master.cf lines. A ``postscreen`` service hands clients to the
+        ``smtpd pass`` service, whose overrides decide which certificate they see.
+        """
         params = self.parameters("inet_interfaces")
         default_host = self._default_probe_host(params.get("inet_interfaces", "all"))
+        commands: dict[tuple[str, str], str] = {}
+        for line in self.postconf("-F").splitlines():
+            key, value = _split_assignment(line)
+            name, svc_type, fld = _split_service_key(key)
+            if fld == "command":
+                commands[(name, svc_type)] = value.split()[0] if value.split() else ""
+        overrides: dict[tuple[str, str], dict[str, str]] = {}
+        for line in self.postconf("-Px").splitlines():
+            key, value = _split_assignment(line)
+            name, svc_type, param = _split_service_key(key)
+            overrides.setdefault((name, svc_type), {})[param] = value
+        handoff = next((overrides.get(k, {}) for k, cmd in commands.items()
+                        if k[1] == "pass" and cmd == "smtpd"), {})
         found = []
-        for line in self.postconf("-M").splitlines():
-            entry = parse_master_line(line)
-            if entry is None:
-                continue
-            name, svc_type, command, overrides = entry
+        for (name, svc_type), command in commands.items():
             if svc_type != "inet" or command not in TLS_SERVER_COMMANDS:
                 continue
+            own = overrides.get((name, svc_type), {})
+            if command == "postscreen":
+                own = {**handoff, **own}
             host, port = split_service_name(name, default_host)
-            implicit = overrides.get("smtpd_tls_wrappermode", "no") == "yes"
-            found.append(Service(name, host, port, command, overrides, implicit))
+            implicit = own.get("smtpd_tls_wrappermode", "no") == "yes"
+            found.append(Service(name, host, port, command, own, implicit))
         return tuple(found)
 
     def _default_probe_host(self, inet_interfaces: str) -> str:
@@ -171,26 +189,11 @@ def _split_assignment(line: str) -> tuple[str, str]:
     return name.strip(), value.strip()
 
 
-def parse_master_line(line: str) -> tuple[str, str, str, dict[str, str]] | None:
-    """Split one ``postconf -M`` line into name, type, command and ``-o`` overrides."""
-    fields = line.split()
-    if len(fields) < 8 or fields[0].startswith("#"):
-        return None
-    name, svc_type, command, args = fields[0], fields[1], fields[7], fields[8:]
-    overrides: dict[str, str] = {}
-    i = 0
-    while i < len(args):
-        arg = args[i]
-        if arg == "-o" and i + 1 < len(args):
-            key, _, value = args[i + 1].partition("=")
-            overrides[key.strip()] = value.strip()
-            i += 2
-            continue
-        if arg.startswith("-o") and "=" in arg:
-            key, _, value = arg[2:].partition("=")
-            overrides[key.strip()] = value.strip()
-        i += 1
-    return name, svc_type, command, overrides
+def _split_service_key(key: str) -> tuple[str, str, str]:
+    """``[::1]:25/inet/command`` -> (``[::1]:25``, ``inet``, ``command``)."""
+    rest, _, last = key.rpartition("/")
+    name, _, svc_type = rest.rpartition("/")
+    return name, svc_type, last
 
 
 def split_service_name(name: str, default_host: str) -> tuple[str, int]:

@@ -54,3 +54,31 @@ def test_explicit_missing_file_is_an_error(tmp_path: Path) -> None:
     """A file asked for by name must exist."""
     with pytest.raises(ConfigError, match="configuration file not found"):
         config.load(tmp_path / "missing.toml", {})
+
+
+@pytest.mark.parametrize("text", [
+    "[daemon]\njitter = 0\nrenew_random_delay = 0\n",
+    "[probe]\nwarning_days = 0\ncritical_days = 0\n",
+])
+def test_zero_is_accepted_where_it_means_none(tmp_path: Path, text: str) -> None:
+    """No jitter, no random delay, no absolute expiry floor: 0 is a meaningful value."""
+    path = tmp_path / "zero.toml"
+    path.write_text(text)
+    config.load(path, {})
+
+
+@pytest.mark.parametrize(("text", "needle"), [
+    ("[probe]\nwarning_fraction = 0.1\ncritical_fraction = 0.2\n",
+     "probe.critical_fraction (0.2) must not be above probe.warning_fraction (0.1)"),
+    ("[probe]\ncritical_days = 5\n", "probe.critical_days (5) must not be above"),
+    ("[deploy]\nproof_timeout = 3600\n", "deploy.proof_timeout: at most 300"),
+    ("[deploy]\nproof_timeout = 0\n", "deploy.proof_timeout: expected a positive number"),
+])
+def test_inconsistent_or_out_of_range_values(tmp_path: Path, text: str, needle: str) -> None:
+    """Thresholds in the wrong order and a proof that would hold the lock too long are refused."""
+    path = tmp_path / "bad.toml"
+    path.write_text(text)
+    with pytest.raises(ConfigError) as err:
+        config.load(path, {})
+    assert needle in str(err.value)
+    assert str(path) in str(err.value)

@@ -5,6 +5,9 @@
 3. The hook is installed as certbot does it (a symlink in ``renewal-hooks/deploy/``).
 4. ``certbot renew --force-renewal`` renews and runs the hook.
 5. The fingerprints Postfix served before and after, on every TLS port, are printed.
+6. A botched renewal (a private key that does not match the new certificate, written
+   into the lineage the way certbot writes a renewal) is refused by the hook: Postfix
+   keeps serving the good certificate. Then ``renew-check`` shows the state of it all.
 
 ``--keep`` leaves the stack running and prints how to reach it.
 """
@@ -13,13 +16,15 @@ from __future__ import annotations
 
 import argparse
 import json
+import subprocess
 import sys
 import time
 
 from daemon import check
 from hook.bundle import fingerprint, parse_chain
 from hook.probe import Target, probe
-from tests.harness.stack import LO, Stack, new_base, running_stack
+from tests.harness.badcerts import ec_key, key_pem, renew_with
+from tests.harness.stack import LO, VENV_BIN, Stack, new_base, running_stack
 
 
 def served(stack: Stack) -> dict[str, str]:
@@ -67,7 +72,13 @@ def main(argv: list[str] | None = None) -> int:
             print(f"{mark} {svc}\n      served before: {before[svc]}\n"
                   f"      served after:  {after[svc]}")
         print(f"\n{'PASS' if ok else 'FAIL'}: Postfix serves the renewed certificate on every "
-              f"TLS port ({time.monotonic() - t0:.1f} s in all)")
+              f"TLS port ({time.monotonic() - t0:.1f} s so far)")
+        ok &= botched_renewal(stack, new_disk)
+        print("\n$ renew-check --no-deep   (the manual check, Nagios exit codes)")
+        rc = subprocess.run([str(VENV_BIN / "renew-check"), "--config", str(stack.config_file),
+                             "--no-deep"], check=False).returncode
+        print(f"(exit {rc})")
+        print(f"\n{'PASS' if ok else 'FAIL'}: {time.monotonic() - t0:.1f} s in all")
         if args.keep:
             print(f"\nstack kept: config {stack.config_file}; try\n"
                   f"  .venv/bin/renew-check --config {stack.config_file} --dry-run\n"
@@ -76,6 +87,24 @@ def main(argv: list[str] | None = None) -> int:
             stack.pebble.proc = None  # keep it running past the context
             stack.postfix.stop = lambda: None  # type: ignore[method-assign]
         return 0 if ok else 1
+
+
+def botched_renewal(stack: Stack, good_sha: str) -> bool:
+    """Write a renewal whose key does not match its certificate; the hook must refuse it."""
+    fullchain = (stack.lineage / "fullchain.pem").read_bytes()
+    version = renew_with(stack.lineage, fullchain=fullchain, privkey=key_pem(ec_key()))
+    print(f"\nbotched renewal written as version {version} of {stack.lineage} "
+          "(a fresh private key that does not match the certificate)")
+    print(f"$ postfix-deploy-hook --lineage {stack.lineage}")
+    proc = subprocess.run([str(VENV_BIN / "postfix-deploy-hook"), "--lineage", str(stack.lineage)],
+                          env={**stack.env(), "PATH": "/usr/sbin:/usr/bin:/sbin:/bin"},
+                          capture_output=True, text=True, check=False)
+    print(proc.stderr.strip())
+    print(f"(exit {proc.returncode})")
+    now = served(stack)
+    ok = proc.returncode == 3 and all(v == good_sha for v in now.values())
+    print(f"{'OK ' if ok else 'BAD'} still served on every TLS port: {good_sha}")
+    return ok
 
 
 if __name__ == "__main__":

@@ -1,0 +1,179 @@
+"""The daemon's jobs in-process (no scheduler running): deploy records, the optional
+renew job, a Postfix whose configuration cannot be read, and watchdog health."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import socket
+import sys
+import urllib.request
+from collections.abc import Iterator, MutableMapping
+from pathlib import Path
+from typing import Any
+
+import pytest
+import structlog
+from structlog.testing import capture_logs
+
+from daemon.notify import Notifier
+from daemon.state import Kind
+from daemon.watch import Watcher
+from hook import config
+from hook.errors import ConfigError
+from tests.harness.stack import Stack
+
+
+@pytest.fixture
+def watcher(tmp_path: Path) -> Iterator[tuple[Watcher, list[MutableMapping[str, Any]]]]:
+    cfg = config.Config(
+        postfix=config.PostfixConfig(config_directory=tmp_path / "no-postfix-here"),
+        certbot=config.CertbotConfig(config_dir=tmp_path / "letsencrypt"),
+        deploy=config.DeployConfig(state_dir=tmp_path / "state", bundle_dir=tmp_path / "b"),
+        daemon=config.DaemonConfig(renew=True, renew_command=(
+            sys.executable, "-c", "import sys; print('renewal failed: rate limited'); sys.exit(1)")))
+    with capture_logs() as logs:
+        w = Watcher(cfg, structlog.get_logger("test"), Notifier({}))
+        yield w, logs
+
+
+def write_record(state_dir: Path, name: str, outcome: str) -> None:
+    folder = state_dir / "deploys"
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / name).write_text(json.dumps({
+        "time": 1.0, "outcome": outcome, "lineage": "mx.example.org",
+        "message": f"{outcome}: key does not match", "new_sha256": "ab" * 32}))
+
+
+def test_failed_deploy_record_alerts_once_and_history_is_not_news(
+        watcher: tuple[Watcher, list[MutableMapping[str, Any]]]) -> None:
+    """On the very first run existing records are history (no alert); a new refused
+    record afterwards alerts once, schedules a re-probe and marks the deploy failed."""
+    w, logs = watcher
+    state_dir = w.config.deploy.state_dir
+    write_record(state_dir, "20260101T000000Z-1-mx.example.org.json", "rolled_back")
+    w.watch()
+    assert not [e for e in logs if e["event"] in ("alert", "deploy_record")]
+    write_record(state_dir, "20260102T000000Z-2-mx.example.org.json", "refused")
+    w.watch()
+    (rec,) = [e for e in logs if e["event"] == "deploy_record"]
+    assert rec["outcome"] == "refused"
+    (alert,) = [e for e in logs if e["event"] == "alert"]
+    assert alert["problem"] == "deploy_refused" and alert["deliveries"] == ["none configured"]
+    assert w.state.deploys["mx.example.org"].outcome == "refused"
+    assert w.scheduler.get_job("reprobe") is not None
+    w.watch()
+    assert len([e for e in logs if e["event"] == "alert"]) == 1
+
+
+def test_renew_job_failure_is_alerted(watcher: tuple[Watcher, list[MutableMapping[str, Any]]]) -> None:
+    """The optional renew job runs daemon.renew_command; a failure is a critical check
+    with the command's output, and it is alerted."""
+    w, logs = watcher
+    w.renew()
+    check = w.state.checks["deploy certbot renew"]
+    assert check.status == "critical" and "rate limited" in check.detail
+    assert any(e["event"] == "alert" and e["problem"] == "renew_failed" for e in logs)
+
+
+def test_unreadable_postfix_config_is_a_check_not_a_crash(
+        watcher: tuple[Watcher, list[MutableMapping[str, Any]]]) -> None:
+    """If postconf fails, the probe job records a critical ``postfix`` check and alerts,
+    instead of failing (which would stop the watchdog and restart the daemon in a loop)."""
+    w, logs = watcher
+    w.probe_all()
+    check = w.state.checks["postfix postfix"]
+    assert check.kind is Kind.POSTFIX and check.codes == ("postfix_config",)
+    assert "no-postfix-here" in check.detail
+    assert any(e["event"] == "alert" and e["problem"] == "postfix_config" for e in logs)
+
+
+def test_watchdog_only_while_healthy(watcher: tuple[Watcher, list[MutableMapping[str, Any]]]) -> None:
+    """Health needs a running scheduler, no job stuck past its limit and fewer than
+    three failures in a row."""
+    w, _ = watcher
+    assert not w.healthy()  # scheduler not started
+    w.scheduler.start(paused=True)
+    try:
+        assert w.healthy()
+        w.busy_since = w.clock() - 10_000
+        assert not w.healthy()
+        w.busy_since = None
+        w.failures = 3
+        assert not w.healthy()
+    finally:
+        w.scheduler.shutdown(wait=False)
+
+
+def test_expiry_watch_of_the_real_lineage(stack: Stack) -> None:
+    """The expiry job reads the cert.pem of the lineage the private Postfix uses: fresh
+    is ok, with a fifth of its lifetime left it warns, and past notAfter it is expired
+    (the clock is moved, not the certificate); each check is one ``expiry`` event."""
+    cfg = config.load(stack.config_file, {})
+    with capture_logs() as logs:
+        w = Watcher(cfg, structlog.get_logger("test"), Notifier({}))
+        w.check_expiry()
+        (event,) = [e for e in logs if e["event"] == "expiry"]
+        assert event["lineage"] == "mail.example.test" and event["mode"] == "in_place"
+        assert len(event["services"]) == 3
+        fresh = w.state.checks["expiry mail.example.test"]
+        assert (fresh.status, fresh.codes) == ("ok", ())
+        life = fresh.not_after - fresh.not_before
+        for at, status, codes in ((fresh.not_after - life / 5, "warning", ("expiring_soon",)),
+                                  (fresh.not_after + 86400, "critical", ("expired",))):
+            later = Watcher(cfg, structlog.get_logger("test"), Notifier({}),
+                            clock=lambda at=at: at)  # type: ignore[misc]
+            later.check_expiry()
+            check = later.state.checks["expiry mail.example.test"]
+            assert (check.status, check.codes) == (status, codes)
+        assert "certbot renew --cert-name mail.example.test" in check.action
+
+
+def test_rsa_and_ecdsa_lineages_on_one_service_are_not_stale(stack: Stack) -> None:
+    """Postfix serving an ECDSA and an RSA lineage on the same services (two pairs in
+    smtpd_tls_chain_files): each service belongs to both, and the leaf the handshake
+    picks is one of them, so nothing is called stale."""
+    rsa = stack.certbot.issue(name="mail-rsa", domains=["mail.example.test"], key_type="rsa")
+    ec = stack.lineage
+    stack.postfix.set_main(smtpd_tls_chain_files=f"{ec}/privkey.pem, {ec}/fullchain.pem, "
+                                                 f"{rsa}/privkey.pem, {rsa}/fullchain.pem")
+    stack.postfix.reload()
+    cfg = config.load(stack.write_config(daemon={"settle_delay": 0.01}), {})
+    with capture_logs() as logs:
+        w = Watcher(cfg, structlog.get_logger("test"), Notifier({}))
+        w.probe_all()
+    assert w.discovery is not None
+    assert [x.lineage.name for x in w.discovery.lineages] == ["mail-rsa", "mail.example.test"]
+    probes = [e for e in logs if e["event"] == "probe"]
+    assert len(probes) == 3
+    for e in probes:
+        assert (e["status"], e["codes"], e["lineage"]) == ("ok", [], "mail-rsa,mail.example.test")
+        assert e["leaf_sha256"] in e["expected_sha256"] and len(e["expected_sha256"]) == 2
+
+
+def test_reload_refuses_a_metrics_port_in_use(
+        watcher: tuple[Watcher, list[MutableMapping[str, Any]]]) -> None:
+    """A reload whose metrics.listen cannot be bound is refused (ConfigError) and the
+    running configuration stays; a free port is taken and serves /metrics."""
+    w, _ = watcher
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        port = busy.getsockname()[1]
+        bad = dataclasses.replace(w.config, metrics=config.MetricsConfig(listen=f"127.0.0.1:{port}"))
+        with pytest.raises(ConfigError, match="cannot listen"):
+            w.reload(bad)
+        assert w.config.metrics.listen == "" and w.exporter is None
+    with pytest.raises(ConfigError, match="expected HOST:PORT"):
+        w.reload(dataclasses.replace(w.config, metrics=config.MetricsConfig(listen="[::1]:http")))
+    good = dataclasses.replace(w.config, metrics=config.MetricsConfig(listen="127.0.0.1:0"))
+    w.scheduler.start(paused=True)
+    try:
+        w.reload(good)
+        assert w.exporter is not None and w.config is good
+        with urllib.request.urlopen(f"http://127.0.0.1:{w.exporter.port}/metrics", timeout=5):
+            pass
+    finally:
+        if w.exporter:
+            w.exporter.close()
+        w.scheduler.shutdown(wait=False)
