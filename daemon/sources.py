@@ -19,7 +19,7 @@ from hook.bundle import fingerprint, parse_chain
 from hook.config import Config
 from hook.deploy import postfix_for
 from hook.errors import LineageError
-from hook.postfix import Service
+from hook.postfix import TLS_LEVEL_PARAMS, Service
 
 
 @dataclass(frozen=True)
@@ -49,7 +49,7 @@ def discover_all(config: Config) -> Discovery:
     Raises :class:`hook.errors.PostfixError` if postconf fails.
     """
     postfix = postfix_for(config)
-    params = postfix.parameters(*discover.SERVER_FILE_PARAMS, *discover.TLS_LEVEL_PARAMS)
+    params = postfix.parameters(*discover.SERVER_FILE_PARAMS, *TLS_LEVEL_PARAMS)
     services = tuple(s for s in postfix.services() if discover.tls_enabled(s, params))
     watched = []
     live = config.certbot.config_dir / "live"

@@ -25,7 +25,7 @@ from pathlib import Path
 from cryptography import x509
 from cryptography.x509.oid import ExtendedKeyUsageOID
 
-from hook.postfix import Postfix, Service
+from hook.postfix import Postfix, Service, tls_level
 from hook.verdict import Code, Problem, Status
 
 SERVER_PAIRS = (("smtpd_tls_cert_file", "smtpd_tls_key_file"),
@@ -63,14 +63,7 @@ class PostfixTLS:
 
     def level(self, service: Service) -> str:
         """The service's effective ``smtpd_tls_security_level`` (legacy knobs included)."""
-        level = self.value("smtpd_tls_security_level", service)
-        if service.command == "postscreen":
-            level = self.value("postscreen_tls_security_level", service) or level
-        if level:
-            return level
-        if self.value("smtpd_enforce_tls", service) == "yes":
-            return "encrypt"
-        return "may" if self.value("smtpd_use_tls", service) == "yes" else "none"
+        return tls_level(service, self.params)
 
     def tls_services(self) -> tuple[Service, ...]:
         return tuple(s for s in self.services if s.implicit_tls or self.level(s) != "none")

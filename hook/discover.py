@@ -17,7 +17,7 @@ from pathlib import Path
 
 from hook.errors import PostfixError
 from hook.lineage import Lineage
-from hook.postfix import Postfix, Service
+from hook.postfix import TLS_LEVEL_PARAMS, Postfix, Service, tls_level
 
 SERVER_FILE_PARAMS = (
     "smtpd_tls_chain_files",
@@ -25,8 +25,6 @@ SERVER_FILE_PARAMS = (
     "smtpd_tls_eccert_file", "smtpd_tls_eckey_file",
     "smtpd_tls_dcert_file", "smtpd_tls_dkey_file",
 )
-TLS_LEVEL_PARAMS = ("smtpd_tls_security_level", "smtpd_use_tls", "smtpd_enforce_tls",
-                    "postscreen_tls_security_level")
 OTHER_PARAMS = ("myhostname", "tls_server_sni_maps", "queue_directory")
 # postmap -F table types and the file each one writes next to its source
 DB_SUFFIX = {"hash": ".db", "btree": ".db", "lmdb": ".lmdb", "cdb": ".cdb", "dbm": ".db"}
@@ -118,18 +116,7 @@ def effective_files(params: dict[str, str], overrides: dict[str, str]) -> dict[s
 
 def tls_enabled(service: Service, params: dict[str, str]) -> bool:
     """Does this service offer TLS (STARTTLS or implicit)?"""
-    o = service.overrides
-    if service.implicit_tls:
-        return True
-    prefix = "postscreen" if service.command == "postscreen" else "smtpd"
-    level = o.get(f"{prefix}_tls_security_level") or params.get(f"{prefix}_tls_security_level", "")
-    if service.command == "postscreen" and not level:
-        level = o.get("smtpd_tls_security_level") or params.get("smtpd_tls_security_level", "")
-    if level:
-        return level in ("may", "encrypt")
-    use = o.get("smtpd_use_tls") or params.get("smtpd_use_tls", "no")
-    enforce = o.get("smtpd_enforce_tls") or params.get("smtpd_enforce_tls", "no")
-    return "yes" in (use, enforce)
+    return service.implicit_tls or tls_level(service, params) in ("may", "encrypt")
 
 
 def sni_entries(text: str) -> list[tuple[str, list[str]]]:

@@ -184,6 +184,30 @@ class Postfix:
         return res
 
 
+TLS_LEVEL_PARAMS = ("smtpd_tls_security_level", "smtpd_use_tls", "smtpd_enforce_tls",
+                    "postscreen_tls_security_level")
+
+
+def tls_level(service: Service, params: Mapping[str, str]) -> str:
+    """A service's effective STARTTLS level: ``none``, ``may`` or ``encrypt``.
+
+    The service's ``-o`` wins over main.cf; postscreen has its own parameter (which
+    defaults to smtpd's); the legacy ``smtpd_use_tls``/``smtpd_enforce_tls`` count only
+    when no level is set. ``params`` must hold :data:`TLS_LEVEL_PARAMS`.
+    """
+    def value(name: str) -> str:
+        return service.overrides[name] if name in service.overrides else params.get(name, "")
+
+    level = value("smtpd_tls_security_level")
+    if service.command == "postscreen":
+        level = value("postscreen_tls_security_level") or level
+    if level:
+        return level
+    if value("smtpd_enforce_tls") == "yes":
+        return "encrypt"
+    return "may" if value("smtpd_use_tls") == "yes" else "none"
+
+
 def _split_assignment(line: str) -> tuple[str, str]:
     name, _, value = line.partition(" =")
     return name.strip(), value.strip()
