@@ -2,7 +2,7 @@
 
 Commands::
 
-    renew-check [--lineage PATH]...          check every certificate and TLS service Postfix uses
+    renew-check [--lineage PATH]... [--no-dns]  check every certificate, TLS service and DNS record
     renew-check --dry-run [--lineage PATH]   run the deploy pipeline for each lineage, changing nothing
     renew-check probe TARGET... [--starttls|--implicit] [--servername NAME]
                                 [--cafile PATH] [--expect-cert PATH]
@@ -47,6 +47,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="only this lineage directory (repeatable)")
     p.add_argument("--no-deep", dest="deep", action="store_false", default=None,
                    help="skip the extra handshakes (anonymous cipher, TLS 1.0/1.1)")
+    p.add_argument("--no-dns", dest="dns", action="store_false",
+                   help="skip the DNS checks (DANE TLSA, MX coverage, MTA-STS)")
     sub = p.add_subparsers(dest="command")
     pr = sub.add_parser("probe", help="probe SMTP endpoints",
                         description="Probe SMTP endpoints (STARTTLS, or implicit TLS on 465).")
@@ -136,7 +138,7 @@ def split_target(text: str) -> tuple[str, int]:
 def _check(args: argparse.Namespace, cfg: Any) -> int:
     from daemon import render, survey  # noqa: PLC0415
 
-    result = survey.survey(cfg, lineages=args.lineage, deep=args.deep)
+    result = survey.survey(cfg, lineages=args.lineage, deep=args.deep, dns=args.dns)
     _print(args, render.survey_json(result),
            render.survey_text(result, tty=_tty(), thresholds=survey.thresholds_of(cfg)))
     return result.status.exit_code

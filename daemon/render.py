@@ -17,7 +17,20 @@ are never removed or renamed within a schema version, only added)::
           "name", "lineage" (path|null), "files": [..], "used_by": [..],
           "leaf_sha256", "names": [..], "not_before", "not_after",
           "days_left", "lifetime_days", "lifetime_left" (0..1),
-          "status", "problems": [PROBLEM] } ],
+          "status", "problems": [PROBLEM],
+          "dns": null | {                    # DANE, MX coverage, MTA-STS (daemon.dnsstatus)
+              "status", "problems": [PROBLEM], "notes": [..],
+              "dane": null | {"mode", "status", "refused", "problems", "notes",
+                  "hosts": [{"host", "owner", "state", "security", "resolver",
+                             "records": [..], "match_served": [..], "match_on_disk": [..],
+                             "add_for_rollover": [RR line], "publish": [RR line],
+                             "rollover": [RR line], "match_new", "match_old"}]},
+              "mx": null | {"status", "domains": [{"domain", "sources", "security",
+                  "mx": [{"preference", "name", "addresses", "here", "covered",
+                          "implicit"}], "uncovered": [..]}], "problems", "notes"},
+              "uncovered_domains": [..],
+              "mta_sts": [{"domain", "status", "policy_id", "url", "mode", "max_age",
+                           "mx": [..], "problems", "notes"}] } } ],
       "services": [ {                        # check and probe: every TLS service probed
           "target": "host:port", "host", "port", "implicit_tls", "servername",
           "service" (master.cf name|null), "role": "mx"|"submission"|"submissions",
@@ -29,7 +42,8 @@ are never removed or renamed within a schema version, only added)::
       "audit": [PROBLEM],                    # check: Postfix TLS configuration findings
       "lineages": [ {                        # dry-run: the deploy pipeline's report
           "lineage", "status", "outcome", "message", "steps": [..],
-          "old_sha256", "new_sha256", "services": [..] } ]
+          "old_sha256", "new_sha256", "services": [..],
+          "warnings": [..], "notes": [..], "dane": null | {the deploy gate's result} } ]
     }
     PROBLEM = {"code": "<hook.verdict.Code>", "status": "...", "detail": "...", "fix": "..."}
 
@@ -47,6 +61,7 @@ from typing import TYPE_CHECKING, Any
 from hook.verdict import Problem, Status
 
 if TYPE_CHECKING:
+    from daemon.dnsstatus import DnsStatus
     from daemon.survey import CertCheck, Survey
     from hook.deploy import Report
     from hook.judge import Thresholds, Verdict
@@ -93,14 +108,16 @@ def cert_json(c: CertCheck) -> dict[str, Any]:
             "not_before": _iso(c.not_before), "not_after": _iso(c.not_after),
             "days_left": r(c.days_left, 2), "lifetime_days": r(c.lifetime_days, 2),
             "lifetime_left": r(c.lifetime_left, 4), "status": c.status.value,
-            "problems": [problem_json(p) for p in c.problems]}
+            "problems": [problem_json(p) for p in c.problems],
+            "dns": c.dns.as_record() if c.dns is not None else None}
 
 
 def report_json(report: Report, status: Status) -> dict[str, Any]:
     return {"lineage": report.lineage, "status": status.value, "outcome": report.outcome.value,
             "message": report.message, "steps": list(report.steps),
             "old_sha256": report.old_sha256, "new_sha256": report.new_sha256,
-            "services": list(report.services)}
+            "services": list(report.services), "warnings": list(report.warnings),
+            "notes": list(report.notes), "dane": report.dane}
 
 
 def document(command: str, status: Status, summary: str, *,
@@ -144,6 +161,8 @@ def survey_summary(s: Survey) -> str:
     found: list[tuple[Problem, str]] = [
         *((p, f"certificate {c.name.rsplit('/', 1)[-1]}") for c in s.certificates
           for p in c.problems),
+        *((p, f"DNS of {c.name.rsplit('/', 1)[-1]}") for c in s.certificates if c.dns
+          for p in c.dns.problems),
         *((p, x.verdict.target.label) for x in s.services for p in x.verdict.problems),
         *((p, "postfix config") for p in s.audit)]
     bad = [f for f in found if f[0].status is not Status.OK]
@@ -230,6 +249,8 @@ def survey_text(s: Survey, *, tty: bool, thresholds: Thresholds | None = None) -
             fallback = "unreadable"
         lines.problems(f"cert {c.name.rsplit('/', 1)[-1]}", c.problems, fallback,
                        f"certificate {c.name}")
+        if c.dns is not None:
+            _dns_lines(lines, f"dns {c.name.rsplit('/', 1)[-1]}", c.dns)
     for x in s.services:
         v = x.verdict
         compared = "as on disk" if x.expected_sha256 else "(not compared: files unreadable)"
@@ -245,6 +266,34 @@ def survey_text(s: Survey, *, tty: bool, thresholds: Thresholds | None = None) -
     if tty:
         return "\n".join([head, "", *lines.table()])
     return "\n".join([head + _perfdata(s.certificates, thresholds), *lines.plain()])
+
+
+def _dns_lines(lines: Lines, subject: str, d: DnsStatus) -> None:
+    """DANE per host, MX coverage, MTA-STS: one line each when fine, else the problems."""
+    facts: list[str] = []
+    if d.dane is not None:
+        for h in d.dane.hosts:
+            matched = ", ".join(r.params for r in h.match_old) or "none"
+            facts.append(f"DANE {h.host}: {h.state.value}" + (
+                f", {len(h.records)} record(s), served chain matches {matched}"
+                if h.records else ""))
+            add = [line for line in h.rollover if line.split(" IN TLSA ", 1)[-1]
+                   not in {str(r) for r in h.records}]
+            if add and any(r.usable for r in h.records) and h.answer.security.value == "secure":
+                facts.append(f"DANE {h.host}: before a key rollover add " + " | ".join(add))
+    if d.mx is not None:
+        here = sorted({h.name for dom in d.mx.domains for h in dom.here})
+        facts.append(f"MX: {len(d.mx.domains)} accepted domain(s), MX here: "
+                     f"{', '.join(here) or 'none'}, not covered: "
+                     f"{', '.join(d.mx.uncovered_domains) or 'none'}")
+    for r in d.mta_sts:
+        if r.policy is not None:
+            facts.append(f"MTA-STS {r.domain}: mode {r.policy.mode.value}, max_age "
+                         f"{r.policy.max_age} s, mx {', '.join(r.policy.mx)}")
+    lines.problems(subject, d.problems, "; ".join(facts) or "nothing to check")
+    if any(p.status is not Status.OK for p in d.problems):
+        for fact in facts:
+            lines.add(Status.OK, subject, fact, advice=True)
 
 
 def probe_text(verdicts: Sequence[Verdict], status: Status, *, tty: bool) -> str:

@@ -2,10 +2,14 @@
 service it runs, and check them all. Models only: rendering is :mod:`daemon.render`.
 
 Per certificate (a certbot lineage, the deploy hook's bundle of one, or a plain file):
-expiry against its own lifetime, the same chain/name/key checks the deploy hook runs,
-and, for a bundle, whether it still matches the lineage. Per TLS service: a probe (and
-the deep checks) compared with what is on disk (``stale``). Plus the Postfix TLS
-configuration audit (:mod:`hook.audit`). The daemon can reuse :func:`survey` as is.
+expiry against its own lifetime; for a lineage, the deploy hook's own validation
+(:func:`hook.deploy.validate_lineage`: one validator, never two) with the names the hook
+requires (:func:`hook.deploy.required_names`: ``myhostname`` and ``deploy.names``, the
+SNI names); for a bundle, whether it still matches the lineage; and what senders see in
+DNS (:mod:`daemon.dnsstatus`: DANE, MX coverage, MTA-STS; skipped with ``dns=False`` or
+when ``[dns]`` turns both DANE and MTA-STS off). Per TLS service: a probe (and the deep
+checks) compared with what is on disk (``stale``). Plus the Postfix TLS configuration
+audit (:mod:`hook.audit`). The daemon can reuse :func:`survey` as is.
 """
 
 from __future__ import annotations
@@ -16,14 +20,20 @@ from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
 
+from cryptography import x509
+
+from daemon.dnsstatus import DnsStatus
+from daemon.dnsstatus import check as dns_check
 from hook import audit as audit_mod
 from hook import bundle as bundle_mod
-from hook.config import Config
-from hook.deploy import postfix_for
-from hook.errors import BundleError, Error
+from hook import dane, discover
+from hook.config import Config, DaneMode
+from hook.deploy import faces_port_25, postfix_for, required_names, tlsa_names, validate_lineage
+from hook.errors import BundleError, Error, PostfixError
 from hook.judge import Thresholds, Verdict, expiry_problems, judge, lifetime_left, role_for
 from hook.judge import thresholds_of as judge_thresholds
-from hook.postfix import Service
+from hook.lineage import Lineage
+from hook.postfix import Postfix, Service
 from hook.probe import (
     DeepResult,
     ProbeResult,
@@ -55,6 +65,9 @@ class CertCheck:
     lifetime_left: float | None
     status: Status
     problems: tuple[Problem, ...]
+    dns: DnsStatus | None = None
+    """DANE, MX coverage, MTA-STS (None: not checked); its problems are not in ``problems``
+    and its status not in ``status``: the survey adds them."""
 
     @property
     def days_left(self) -> float | None:
@@ -91,6 +104,7 @@ class Survey:
     @property
     def problems(self) -> tuple[Problem, ...]:
         return (*(p for c in self.certificates for p in c.problems),
+                *(p for c in self.certificates if c.dns for p in c.dns.problems),
                 *(p for s in self.services for p in s.verdict.problems), *self.audit)
 
 
@@ -98,15 +112,22 @@ def thresholds_of(config: Config) -> Thresholds:
     return judge_thresholds(config.probe)
 
 
+def dns_enabled(config: Config) -> bool:
+    """DNS checks run unless ``[dns]`` turns off both DANE and MTA-STS."""
+    return config.dns.dane is not DaneMode.OFF or config.dns.mta_sts
+
+
 def survey(config: Config, *, lineages: Sequence[str] = (), deep: bool | None = None,
-           now: dt.datetime | None = None) -> Survey:
-    """Check everything; never raises for Postfix, files or the network (UNKNOWN instead)."""
+           now: dt.datetime | None = None, dns: bool = True) -> Survey:
+    """Check everything; never raises for Postfix, files or the network (UNKNOWN instead).
+
+    ``dns``: False skips the DNS checks (``renew-check --no-dns``)."""
     now = now or dt.datetime.now(dt.UTC)
     postfix = postfix_for(config)
     where = str(config.postfix.config_directory)
     try:
         tls = audit_mod.snapshot(postfix)
-        trust = load_trust(config.probe.cafile)
+        trust = load_trust(config.probe.cafile, system=config.trust.system_store)
     except Error as exc:
         problem = Problem(Code.UNREADABLE, Status.UNKNOWN, f"cannot read the configuration: {exc}")
         return Survey(Status.UNKNOWN, now, where, (), (), (problem,))
@@ -124,10 +145,13 @@ def survey(config: Config, *, lineages: Sequence[str] = (), deep: bool | None = 
                               f"{', '.join(sorted(wanted))}")
             return Survey(Status.UNKNOWN, now, where, (), (), (problem,))
     myhostname = tls.params.get("myhostname", "")
-    certs = tuple(_check_cert(name, fs, config, trust, now, myhostname)
+    uses = {name: _usage(name, fs, config, postfix, myhostname) for name, fs in groups.items()}
+    certs = tuple(_check_cert(name, fs, config, trust, now, uses[name], postfix,
+                              dns and dns_enabled(config))
                   for name, fs in sorted(groups.items()))
     services = _check_services(tls, groups, config, trust, now, myhostname,
-                               config.probe.deep if deep is None else deep)
+                               config.probe.deep if deep is None else deep,
+                               {n: required_names(config, u) for n, u in uses.items()})
     roots = [config.certbot.config_dir / "live", config.certbot.config_dir / "archive",
              config.deploy.bundle_dir]
     findings = tuple(audit_mod.audit(tls, files, lineage_roots=roots,
@@ -140,8 +164,8 @@ def survey(config: Config, *, lineages: Sequence[str] = (), deep: bool | None = 
     if not groups:
         findings += (Problem(Code.UNREADABLE, Status.UNKNOWN,
                              f"Postfix ({where}) uses no server certificate"),)
-    statuses = [c.status for c in certs] + [s.verdict.status for s in services] + \
-        [p.status for p in findings]
+    statuses = [c.status for c in certs] + [c.dns.status for c in certs if c.dns] + \
+        [s.verdict.status for s in services] + [p.status for p in findings]
     return Survey(worst(statuses), now, where, certs, services, findings)
 
 
@@ -178,13 +202,29 @@ def _renewal_conf(path: str, config: Config) -> Path | None:
         return None
 
 
+def _usage(name: str, files: list[audit_mod.CertFile], config: Config, postfix: Postfix,
+           myhostname: str) -> discover.Usage:
+    """How Postfix uses a lineage, found the way the deploy hook finds it; for a file
+    certbot does not manage (or if that fails), the services that read it."""
+    if _lineage_dir(name, config) is not None:
+        try:
+            return discover.usage(postfix, Lineage(config.certbot.config_dir, name),
+                                  config.deploy.bundle_dir)
+        except PostfixError:
+            pass
+    services = tuple(dict.fromkeys(svc for f in files for svc in f.services))
+    return discover.Usage(discover.Mode.IN_PLACE, Path(files[0].path), (), services,
+                          myhostname=myhostname)
+
+
 def _check_cert(name: str, files: list[audit_mod.CertFile], config: Config, trust: Trust,
-                now: dt.datetime, myhostname: str) -> CertCheck:
+                now: dt.datetime, use: discover.Usage, postfix: Postfix, dns: bool) -> CertCheck:
     paths = tuple(dict.fromkeys(f.path for f in files))
     uses = tuple(dict.fromkeys(f"{f.use} = {f.path}" for f in files))
     lineage = _lineage_dir(name, config)
     label = f"certificate {name}"
     problems: list[Problem] = []
+    names = required_names(config, use)
     try:
         chain = bundle_mod.parse_chain(_read(paths[0]), paths[0])
     except BundleError as exc:
@@ -197,26 +237,24 @@ def _check_cert(name: str, files: list[audit_mod.CertFile], config: Config, trus
         return CertCheck(name, str(lineage) if lineage else None, paths, uses, None, (), None,
                          None, None, problem.status, (problem,))
     leaf = chain[0]
-    problems += check_chain(chain, trust=trust, now=now, names=[myhostname] if myhostname else [],
-                            where=label)
+    hooked = lineage is not None and os.access(lineage / "privkey.pem", os.R_OK)
+    if lineage is not None and hooked:
+        # The lineage on disk, judged by the deploy hook's own validation.
+        found = validate_lineage(config, Lineage(config.certbot.config_dir, name), use, now)
+        problems += found.findings
+    else:
+        problems += check_chain(chain, trust=trust, now=now, names=names, where=label)
     problems += expiry_problems(leaf.not_valid_before_utc, leaf.not_valid_after_utc, now,
                                 thresholds_of(config), label)
-    key_path = files[0].key_path
-    try:
-        bundle_mod.pair(_read(key_path), key_path, _read(paths[0]), paths[0])
-    except _NoAccess as exc:
-        problems.append(Problem(Code.UNREADABLE, Status.OK, f"{exc}: key checks skipped",
-                                "run renew-check as root to check the private key too"))
-    except BundleError as exc:
-        code = Code.KEY_MISMATCH if "does not match" in exc.problem else Code.UNREADABLE
-        problems.append(Problem(code, Status.CRITICAL, str(exc),
-                                "Postfix answers 454 to STARTTLS with this pair: fix the files "
-                                "before the next reload"))
+    if not hooked or use.mode is not discover.Mode.IN_PLACE:  # in place: validated above
+        problems += _pair_problems(files[0].key_path, paths[0])
     sha = bundle_mod.fingerprint(leaf)
+    on_disk: tuple[x509.Certificate, ...] | None = None
     if lineage is not None:
         try:
-            live = bundle_mod.fingerprint(bundle_mod.parse_chain(
-                _read(str(lineage / "cert.pem")), str(lineage / "cert.pem"))[0])
+            on_disk = bundle_mod.parse_chain(_read(str(lineage / "fullchain.pem")),
+                                             str(lineage / "fullchain.pem"))
+            live = bundle_mod.fingerprint(on_disk[0])
         except BundleError:
             live = sha
         if live != sha:
@@ -225,18 +263,43 @@ def _check_cert(name: str, files: list[audit_mod.CertFile], config: Config, trus
                 f"{label}: Postfix reads {paths[0]} ({sha[:16]}) but the lineage now holds "
                 f"{live[:16]}: the last renewal was not deployed",
                 f"postfix-deploy-hook --lineage {lineage} (or: renew-check --dry-run to see why)"))
+    dns_status = None
+    if dns:
+        reuse = dane.reuse_key(config.certbot.config_dir / "renewal" / f"{name}.conf") \
+            if lineage is not None else None
+        dns_status = dns_check(config, postfix, served=chain, on_disk=on_disk,
+                               names=tlsa_names(config, use, leaf), port_25=faces_port_25(use),
+                               reuse_key=reuse)
     return CertCheck(name, str(lineage) if lineage else None, paths, uses, sha, names_of(leaf),
                      leaf.not_valid_before_utc, leaf.not_valid_after_utc,
                      lifetime_left(leaf.not_valid_before_utc, leaf.not_valid_after_utc, now),
-                     worst([p.status for p in problems]), tuple(problems))
+                     worst([p.status for p in problems]), tuple(problems), dns_status)
+
+
+def _pair_problems(key_path: str, cert_path: str) -> list[Problem]:
+    """Does the key Postfix reads belong to the certificate it reads?"""
+    try:
+        bundle_mod.pair(_read(key_path), key_path, _read(cert_path), cert_path)
+    except _NoAccess as exc:
+        return [Problem(Code.UNREADABLE, Status.OK, f"{exc}: key checks skipped",
+                        "run renew-check as root to check the private key too")]
+    except BundleError as exc:
+        code = Code.KEY_MISMATCH if "does not match" in exc.problem else Code.UNREADABLE
+        return [Problem(code, Status.CRITICAL, str(exc),
+                        "Postfix answers 454 to STARTTLS with this pair: fix the files "
+                        "before the next reload")]
+    return []
 
 
 def _check_services(tls: audit_mod.PostfixTLS, groups: dict[str, list[audit_mod.CertFile]],
                     config: Config, trust: Trust, now: dt.datetime, myhostname: str,
-                    deep: bool) -> tuple[ServiceCheck, ...]:
+                    deep: bool, names_of_group: dict[str, tuple[str, ...]]) -> tuple[ServiceCheck, ...]:
     expected: dict[str, list[str]] = {}
-    for files in groups.values():
+    required: dict[str, list[str]] = {}
+    for group, files in groups.items():
         for f in files:
+            for svc in f.services:
+                required.setdefault(svc.name, []).extend(names_of_group.get(group, ()))
             try:
                 sha = bundle_mod.fingerprint(bundle_mod.parse_chain(_read(f.path), f.path)[0])
             except BundleError:
@@ -260,8 +323,9 @@ def _check_services(tls: audit_mod.PostfixTLS, groups: dict[str, list[audit_mod.
     out = []
     for (svc, _), (res, dr) in zip(jobs, results, strict=True):
         want = tuple(dict.fromkeys(expected.get(svc.name, ())))
-        verdict = judge(res, trust=trust, now=now, names=[myhostname] if myhostname else [],
-                        expected=want, thresholds=thresholds_of(config), deep=dr,
+        names = list(dict.fromkeys(required.get(svc.name, [myhostname] if myhostname else [])))
+        verdict = judge(res, trust=trust, now=now, names=names, expected=want,
+                        thresholds=thresholds_of(config), deep=dr,
                         role=role_for(res.target, tls.level(svc)))
         out.append(ServiceCheck(svc.name, verdict, want))
     return tuple(out)

@@ -115,7 +115,7 @@ def _main(args: argparse.Namespace, env: Mapping[str, str], log: object) -> int:
         "dry_run": report.dry_run, "seconds": round(time.monotonic() - start, 3),
         "timings": report.timings, "message": report.message,
         "warnings": list(report.warnings), "problems": list(report.problems),
-        "alerts": alerts,
+        "notes": list(report.notes), "alerts": alerts,
     }
     getattr(log, "error" if bad else "warning" if report.warnings else "info")("deploy", **event)
     if bad:
@@ -123,6 +123,8 @@ def _main(args: argparse.Namespace, env: Mapping[str, str], log: object) -> int:
         print(f"postfix-deploy-hook: {prefix}{report.message}", file=sys.stderr)
         for problem in report.problems[1:]:
             print(f"postfix-deploy-hook:   also: {problem}", file=sys.stderr)
+        for line in publish_lines(report):
+            print(f"postfix-deploy-hook:   publish: {line}", file=sys.stderr)
     # Warnings go only into the canonical line (stdout): certbot reports any stderr output
     # as "ran with error output", and a key change is certbot's default behaviour.
     if args.dry_run:
@@ -132,6 +134,10 @@ def _main(args: argparse.Namespace, env: Mapping[str, str], log: object) -> int:
             print(f"would: {step}")
         for problem in report.problems:
             print(f"problem: {problem}")
+        for note in report.notes:
+            print(f"note: {note}")
+        for line in publish_lines(report):
+            print(f"publish: {line}")
         print(report.message)
     return {
         deploy.Outcome.DEPLOYED: ExitCode.OK,
@@ -143,6 +149,14 @@ def _main(args: argparse.Namespace, env: Mapping[str, str], log: object) -> int:
     }[report.outcome]
 
 
+def publish_lines(report: Report) -> list[str]:
+    """The TLSA RR lines the DANE gate asks for (zone-file syntax, one per line)."""
+    hosts = (report.dane or {}).get("hosts")
+    if not isinstance(hosts, list):
+        return []
+    return [str(line) for h in hosts if isinstance(h, dict) for line in h.get("publish", [])]
+
+
 def _alert(cfg: config_mod.Config, report: Report, live: str) -> list[str]:
     """Mail (and/or webhook) the failure; never raises, returns what happened per channel."""
     from hook import alert as alert_mod  # noqa: PLC0415
@@ -152,6 +166,7 @@ def _alert(cfg: config_mod.Config, report: Report, live: str) -> list[str]:
                "rollback_failed": f"deploy of {report.lineage} FAILED, rollback failed"}[outcome]
     detail = "\n".join([report.message, *(f"problem: {p}" for p in report.problems[1:]),
                         *(f"warning: {w}" for w in report.warnings),
+                        *(f"publish: {line}" for line in publish_lines(report)),
                         f"old leaf sha256: {report.old_sha256}",
                         f"new leaf sha256: {report.new_sha256}"])
     deliveries = alert_mod.send(alert_mod.Alert(summary=summary, problem=outcome,

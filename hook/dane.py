@@ -22,7 +22,7 @@ from __future__ import annotations
 import hashlib
 import ipaddress
 import re
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from enum import IntEnum, StrEnum
 from pathlib import Path
@@ -283,12 +283,16 @@ def _problem_record(p: Problem) -> dict[str, str]:
 
 def dane_gate(chain: Sequence[x509.Certificate], old_chain: Sequence[x509.Certificate] | None,
               records: Sequence[Answer], mode: DaneMode, *,
-              reuse_key: bool | None = None) -> DaneResult:
+              reuse_key: bool | None = None, seen: Mapping[str, str] | None = None) -> DaneResult:
     """Judge the TLSA lookups (one :class:`Answer` per ``_25._tcp.<host>``) against the
     new ``chain`` (leaf first) and the ``old_chain`` served now (None on a first deploy).
 
-    Pure: no I/O. In ``refuse`` mode a mismatch, a bogus answer or a failed lookup is
-    CRITICAL (``result.refused``); in ``warn`` mode the same findings are WARNINGs.
+    Pure: no I/O. In ``refuse`` mode a mismatch or a bogus answer is CRITICAL
+    (``result.refused``); in ``warn`` mode the same findings are WARNINGs. A failed lookup
+    (no answer) is CRITICAL only for a host in ``seen`` (host -> what was seen: DANE was
+    in use for it, :mod:`hook.danestate`); for any other host it is a WARNING that the
+    gate could not check, so that a resolver hiccup at renewal time does not hold back
+    the certificate of the many hosts that do not use DANE.
     """
     if mode is DaneMode.OFF:
         return DaneResult(mode, notes=("DANE gate off (dns.dane = off): no TLSA lookups",))
@@ -297,7 +301,8 @@ def dane_gate(chain: Sequence[x509.Certificate], old_chain: Sequence[x509.Certif
     problems: list[Problem] = []
     notes: list[str] = []
     for answer in records:
-        host, host_problems, host_notes = _judge_host(answer, chain, old_chain, severity)
+        host, host_problems, host_notes = _judge_host(answer, chain, old_chain, severity,
+                                                      seen or {})
         hosts.append(host)
         problems += host_problems
         notes += host_notes
@@ -316,18 +321,29 @@ def dane_gate(chain: Sequence[x509.Certificate], old_chain: Sequence[x509.Certif
 
 
 def _judge_host(answer: Answer, chain: Sequence[x509.Certificate],
-                old_chain: Sequence[x509.Certificate] | None,
-                severity: Status) -> tuple[HostDane, list[Problem], list[str]]:
+                old_chain: Sequence[x509.Certificate] | None, severity: Status,
+                seen: Mapping[str, str]) -> tuple[HostDane, list[Problem], list[str]]:
     owner = answer.name
     host = owner.split(".", 2)[2] if owner.startswith("_") and owner.count(".") >= 2 else owner
     rollover = tuple(r.rr(host) for r in recommended(chain))
     base = HostDane(host, HostState.LOOKUP_FAILED, answer, rollover=rollover)
     if answer.security is Security.ERROR:
+        if host in seen:
+            return base, [Problem(
+                Code.DNS_LOOKUP_FAILED, severity,
+                f"cannot tell whether {owner} still has TLSA records: {answer.describe()}; "
+                f"DANE was in use for {host} ({seen[host]}), so the new certificate could "
+                "make DANE senders defer all mail to it",
+                "fix the resolver (dns.resolver, or /etc/resolv.conf) and deploy again "
+                "(postfix-deploy-hook --lineage /etc/letsencrypt/live/NAME), or set "
+                "dns.dane = warn")], []
         return base, [Problem(
-            Code.DNS_LOOKUP_FAILED, severity,
-            f"cannot tell whether {owner} has TLSA records: {answer.describe()}",
-            "fix the resolver (dns.resolver, or /etc/resolv.conf) and deploy again, or set "
-            "dns.dane = warn")], []
+            Code.DNS_LOOKUP_FAILED, Status.WARNING,
+            f"the DANE gate could not check {host}: {answer.describe()}; no DNSSEC-validated "
+            f"TLSA record was seen for {host} before, so the deploy is not held back",
+            "fix the resolver (dns.resolver, or /etc/resolv.conf); if the zone does publish "
+            f"TLSA records at {owner}, compare them with the new certificate now "
+            "(renew-check)")], []
     if answer.security is Security.BOGUS:
         return HostDane(host, HostState.BOGUS, answer, rollover=rollover), [Problem(
             Code.DANE_BOGUS, severity,
@@ -442,19 +458,21 @@ def _change_warnings(chain: Sequence[x509.Certificate], old_chain: Sequence[x509
 # --------------------------------------------------------------------------- I/O shell
 def check(config: Config, chain: Sequence[x509.Certificate],
           old_chain: Sequence[x509.Certificate] | None, names: Sequence[str], *,
-          reuse_key: bool | None = None, resolver: Resolver | None = None) -> DaneResult:
+          reuse_key: bool | None = None, resolver: Resolver | None = None,
+          seen: Mapping[str, str] | None = None) -> DaneResult:
     """Look up ``_25._tcp.<name>`` TLSA for each name and run :func:`dane_gate`.
 
     ``names``: the host names the lineage serves on port 25 (its SAN DNS names do;
-    wildcards and IP addresses are skipped). The only network traffic is DNS, one query
-    per name, in parallel, each bounded by ``dns.timeout``."""
+    wildcards and IP addresses are skipped). ``seen``: hosts DANE was seen in use for
+    (:mod:`hook.danestate`); only for those does a failed lookup refuse. The only network
+    traffic is DNS, one query per name, in parallel, each bounded by ``dns.timeout``."""
     mode = config.dns.dane
     if mode is DaneMode.OFF:
         return dane_gate(chain, old_chain, (), mode)
     resolver = resolver or Resolver.from_config(config.dns)
     hosts = tlsa_hosts(names)
     answers = resolver.lookup_many([(tlsa_owner(h), "TLSA") for h in hosts])
-    return dane_gate(chain, old_chain, answers, mode, reuse_key=reuse_key)
+    return dane_gate(chain, old_chain, answers, mode, reuse_key=reuse_key, seen=seen)
 
 
 check_before_deploy = check

@@ -2,12 +2,15 @@
 
 ::
 
-    discover ─▶ validate ─▶ preflight ─▶ plan ─▶ apply ─▶ reload ─▶ prove ─▶ (rollback)
-                                                                           ─▶ trust anchors
+    discover ─▶ validate ─▶ DANE gate ─▶ preflight ─▶ plan ─▶ apply ─▶ reload ─▶ prove
+                                                             ─▶ (rollback) ─▶ trust anchors
 
 * **discover**: is the lineage used (main.cf, master.cf ``-o``, ``tls_server_sni_maps``)?
 * **validate**: parse both files, pair key and leaf, chain order and signatures, trust
   (``cryptography.x509.verification``), dates, names, key strength, file permissions.
+* **DANE gate** (:mod:`hook.dane`, ``dns.dane``): do the DNSSEC-validated TLSA records of
+  the names Postfix presents on port 25 match the new chain? If not, refuse and print the
+  records to publish. The only network traffic the hook makes besides its proof.
 * **preflight**: Postfix is running and ``postfix check`` passes, before anything changes.
 * **apply**: fix permissions (``fchmod`` on ``O_NOFOLLOW`` descriptors), write the staged
   files atomically (previous kept as ``.prev``), rebuild SNI tables with ``postmap -F``.
@@ -33,16 +36,20 @@ from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass, field, replace
 from enum import StrEnum
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from cryptography import x509
 
 from hook import bundle as bundle_mod
 from hook import discover, install, perms, prove, trust, validate
-from hook.config import Config
+from hook.config import Config, DaneMode
 from hook.errors import BundleError, ConfigError, Error, PostfixError
 from hook.lineage import Lineage, previous_version, reuses_key
 from hook.postfix import Postfix, run_on_pty
-from hook.verdict import Code
+from hook.verdict import Code, Problem, Status
+
+if TYPE_CHECKING:
+    from hook.dane import DaneResult
 
 
 class DeployError(Error):
@@ -76,6 +83,11 @@ class Report:
     warnings: tuple[str, ...] = ()
     problems: tuple[str, ...] = ()
     """Every reason validation refused (the message starts with the first)."""
+    notes: tuple[str, ...] = ()
+    """Facts worth a line that are not problems (e.g. "the zone is not DNSSEC-signed")."""
+    dane: dict[str, object] | None = None
+    """The DANE gate's result (:meth:`hook.dane.DaneResult.as_record`); None before it ran
+    or with ``dns.dane = "off"``."""
 
     def as_record(self) -> dict[str, object]:
         data = asdict(self)
@@ -91,6 +103,12 @@ class Validation:
     problems: tuple[str, ...]
     warnings: tuple[str, ...]
     fixes: tuple[perms.Fix, ...]
+    key_warning: str = ""
+    """The key-changed warning among ``warnings`` (the DANE gate words it better when DANE
+    is in use; then this one is dropped)."""
+    findings: tuple[Problem, ...] = ()
+    """Every refusal as a :class:`~hook.verdict.Problem` (code, detail, fix), in the order
+    of ``problems``: what ``renew-check`` reports for the lineage on disk."""
 
 
 def postfix_for(config: Config) -> Postfix:
@@ -168,19 +186,26 @@ def validate_lineage(config: Config, lineage: Lineage, use: discover.Usage,
     """Every check on the lineage's files; nothing is changed here."""
     now = now or dt.datetime.now(dt.UTC)
     problems: list[str] = []
+    findings: list[Problem] = []
     warnings: list[str] = []
     fixes = perms.inspect(lineage, group_id(config))
     exposed = perms.current_key_exposure(lineage, fixes)
     if exposed is not None:
-        problems.append(f"{exposed.path}: private key is readable by other users (mode "
-                        f"{exposed.mode:04o}); it may have been copied. The hook tightens it to "
-                        f"{exposed.want:04o}; re-issue with a new key (certbot renew "
-                        f"--cert-name {lineage.name} --force-renewal) before deploying")
+        detail = (f"{exposed.path}: private key is readable by other users (mode "
+                  f"{exposed.mode:04o}); it may have been copied")
+        fix = (f"the hook tightens it to {exposed.want:04o}; re-issue with a new key (certbot "
+               f"renew --cert-name {lineage.name} --force-renewal) before deploying")
+        problems.append(f"{detail}. The hook tightens it to {exposed.want:04o}; re-issue with a "
+                        f"new key (certbot renew --cert-name {lineage.name} --force-renewal) "
+                        "before deploying")
+        findings.append(Problem(Code.KEY_PERMISSIONS, Status.CRITICAL, detail, fix))
     try:
         new = bundle_mod.pair(lineage.read(lineage.privkey), str(lineage.privkey),
                               lineage.read(lineage.fullchain), str(lineage.fullchain))
     except BundleError as exc:
-        return Validation(None, (str(exc), *problems), tuple(warnings), fixes)
+        code = Code.KEY_MISMATCH if "does not match" in exc.problem else Code.UNREADABLE
+        return Validation(None, (str(exc), *problems), tuple(warnings), fixes,
+                          findings=(Problem(code, Status.CRITICAL, str(exc)), *findings))
     trust_store = validate.load_trust(config.probe.cafile, system=config.trust.system_store)
     found = validate.check_chain(new.chain, trust=trust_store, now=now,
                                  names=required_names(config, use), where=str(lineage.fullchain))
@@ -189,13 +214,16 @@ def validate_lineage(config: Config, lineage: Lineage, use: discover.Usage,
                 "list them in deploy.names" if p.code is Code.NAME_MISMATCH and use.default_cert
                 else "")
         problems.append(f"{p}{hint}")
+        findings.append(replace(p, fix=f"{p.fix}{hint}") if hint else p)
     old = _old_leaf(lineage, use)
+    key_warning = ""
     if (old is not None and bundle_mod.spki(old.public_key()) != bundle_mod.spki(new.leaf.public_key())
             and not reuses_key(lineage)):
-        warnings.append(f"{lineage.privkey}: the private key changed and {lineage.renewal_conf()} "
-                        "has no 'reuse_key = True': DANE TLSA '3 1 1' records for the old key "
-                        "stop matching; publish the new TLSA record first, or set reuse_key")
-    return Validation(new, tuple(problems), tuple(warnings), fixes)
+        key_warning = (f"{lineage.privkey}: the private key changed and {lineage.renewal_conf()} "
+                       "has no 'reuse_key = True': DANE TLSA '3 1 1' records for the old key "
+                       "stop matching; publish the new TLSA record first, or set reuse_key")
+        warnings.append(key_warning)
+    return Validation(new, tuple(problems), tuple(warnings), fixes, key_warning, tuple(findings))
 
 
 def _old_leaf(lineage: Lineage, use: discover.Usage) -> x509.Certificate | None:
@@ -207,6 +235,124 @@ def _old_leaf(lineage: Lineage, use: discover.Usage) -> x509.Certificate | None:
         with contextlib.suppress(OSError, BundleError):
             return bundle_mod.parse_chain(path.read_bytes(), str(path))[0]
     return None
+
+
+# ----------------------------------------------------------------------------- DANE gate
+@dataclass(frozen=True)
+class Gate:
+    """What the DANE gate decided, and what the pipeline reports from it."""
+
+    result: DaneResult | None
+    """None: ``dns.dane = "off"`` (no lookup, not even dnspython imported)."""
+    names: tuple[str, ...] = ()
+    warnings: tuple[str, ...] = ()
+    notes: tuple[str, ...] = ()
+
+    @property
+    def refused(self) -> bool:
+        return self.result is not None and self.result.refused
+
+    @property
+    def problems(self) -> tuple[Problem, ...]:
+        return self.result.problems if self.result is not None else ()
+
+    @property
+    def summary(self) -> str:
+        """``; DANE ok: mail.example.com match`` for the report's message ("" when off)."""
+        return f"; {self.result.summary}" if self.result is not None else ""
+
+
+def faces_port_25(use: discover.Usage) -> bool:
+    """Can a sender's MX connection get this lineage? Not when only implicit-TLS (465) or
+    TLS-required (587-style ``-o smtpd_tls_security_level=encrypt``) services present it:
+    RFC 3207 forbids requiring TLS on a public MX, so those are submission services."""
+    if use.sni_maps or not use.services:
+        return True
+    for svc in use.services:
+        level = svc.overrides.get("smtpd_tls_security_level", "")
+        enforce = svc.overrides.get("smtpd_enforce_tls", "")
+        if svc.port == 25 or not (svc.implicit_tls or level == "encrypt" or enforce == "yes"):
+            return True
+    return False
+
+
+def tlsa_names(config: Config, use: discover.Usage, leaf: x509.Certificate) -> tuple[str, ...]:
+    """The host names whose ``_25._tcp`` TLSA records must match the new leaf.
+
+    The names Postfix presents the lineage under (:func:`required_names`: ``myhostname``
+    and ``deploy.names`` for the default certificate, the SNI names that map to it) that
+    the leaf covers; when there are none (``require_myhostname = false`` and no
+    ``deploy.names``), the leaf's own DNS names. A sender looks up TLSA at the MX host
+    name, and Postfix's ``myhostname`` is that name on a typical MX; the leaf's other
+    names (the bare mail domain, webmail) are not asked for by senders, and a TLSA
+    record published there for another server must not hold this one back."""
+    from hook import dane  # noqa: PLC0415 - dnspython costs ~70 ms to import; only with DANE on
+
+    now = dt.datetime.now(dt.UTC)
+    nobody = validate.Trust((), ())
+    covered = [n for n in required_names(config, use)
+               if not validate.check_names(leaf, [n], nobody, now, "leaf")]
+    return dane.tlsa_hosts(covered or validate.names_of(leaf))
+
+
+def _old_chain(lineage: Lineage, use: discover.Usage) -> tuple[x509.Certificate, ...] | None:
+    """The chain Postfix serves now: the staged bundle; in place, certbot's previous
+    version (``archive/NAME/fullchainN-1.pem``, what Postfix loaded before this renewal);
+    None on a first deploy."""
+    paths = [s.path for s in use.staged if s.kind is not discover.Kind.KEY]
+    if not paths and use.mode is discover.Mode.IN_PLACE:
+        prev = previous_version(lineage, "fullchain")
+        paths = [prev] if prev is not None else []
+    for path in paths:
+        with contextlib.suppress(OSError, BundleError):
+            return bundle_mod.parse_chain(path.read_bytes(), str(path))
+    return None
+
+
+def dane_gate(config: Config, lineage: Lineage, use: discover.Usage, new: bundle_mod.Bundle,
+              *, record: bool) -> Gate:
+    """Run :func:`hook.dane.check_before_deploy` for the new chain. With ``record`` (a real
+    run, not ``--dry-run``), remember in ``state_dir/dane.json`` where DANE is in use, so a
+    later failed lookup refuses only for those hosts (:mod:`hook.danestate`)."""
+    if config.dns.dane is DaneMode.OFF:
+        return Gate(None)
+    from hook import dane, danestate  # noqa: PLC0415 - see tlsa_names
+
+    notes: list[str] = []
+    warnings: list[str] = []
+    if faces_port_25(use):
+        names = tlsa_names(config, use, new.leaf)
+    else:
+        names = ()
+        notes.append(f"DANE: Postfix presents {lineage.name} only on submission services "
+                     f"({', '.join(s.label for s in use.services)}), not on port 25; no TLSA "
+                     "lookup")
+    history = danestate.load(config.deploy.state_dir)
+    if history.note:
+        warnings.append(history.note)
+    result = dane.check_before_deploy(config, new.chain, _old_chain(lineage, use), names,
+                                      reuse_key=dane.reuse_key(lineage.renewal_conf()),
+                                      seen=history.seen())
+    if record and names:
+        updated = danestate.observe(history, result, lineage.name)
+        if updated.hosts != history.hosts or history.note:
+            try:
+                danestate.save(config.deploy.state_dir, updated)
+            except OSError as exc:
+                warnings.append(f"{danestate.path_of(config.deploy.state_dir)}: cannot record "
+                                f"where DANE is in use: {exc.strerror or exc}")
+    warnings += [str(p) for p in result.problems if p.status is not Status.CRITICAL]
+    return Gate(result, names, tuple(warnings), (*notes, *result.notes))
+
+
+def _dane_unchanged(use: discover.Usage, config: Config) -> str:
+    if use.mode is discover.Mode.IN_PLACE:
+        return ("; Postfix reads certbot's files in place, so the old pair cannot be kept: "
+                "Postfix loads the new certificate at its next reload or restart and DANE "
+                "senders will then defer mail; publish the records now, and run 'renew-check "
+                "adopt' so that from the next renewal on the hook can keep the old certificate "
+                "served until they match")
+    return _unchanged(use, config)
 
 
 # ----------------------------------------------------------------------------- run
@@ -250,6 +396,23 @@ def run(config: Config, lineage: Lineage, *, dry_run: bool = False,
     new = checked.bundle
     base = replace(base, new_sha256=new.leaf_sha256)
 
+    # DANE gate: do the published TLSA records match the new chain? Before any change.
+    gate = dane_gate(config, lineage, use, new, record=not dry_run)
+    clock.lap("dane")
+    kept = tuple(w for w in checked.warnings if not (
+        w == checked.key_warning and any(p.code is Code.KEY_CHANGED for p in gate.problems)))
+    base = replace(base, warnings=kept + gate.warnings, notes=gate.notes,
+                   dane=gate.result.as_record() if gate.result is not None else None)
+    if gate.refused:
+        if checked.fixes and not dry_run:
+            perms.apply(lineage, checked.fixes)  # tightening a key is always safe
+        critical = [p for p in gate.problems if p.status is Status.CRITICAL]
+        critical.sort(key=lambda p: p.code is not Code.DANE_MISMATCH)
+        return replace(base, problems=tuple(str(p) for p in critical), timings=clock.total(),
+                       message=f"refused by the DANE gate: {critical[0]}"
+                               f"{_dane_unchanged(use, config)}"
+                               + (f" (+{len(critical) - 1} more)" if len(critical) > 1 else ""))
+
     # Preflight: Postfix must be running and its configuration sound before we change anything.
     try:
         postfix.check()
@@ -267,7 +430,8 @@ def run(config: Config, lineage: Lineage, *, dry_run: bool = False,
     if dry_run:
         return replace(base, outcome=Outcome.WOULD_DEPLOY, timings=clock.total(),
                        message=f"would deploy {new.leaf_sha256[:16]} for {lineage.name} "
-                               f"({use.mode.value}); the real run's checks pass")
+                               f"({use.mode.value}); the real run's checks pass"
+                               + gate.summary)
 
     # Apply.
     gid = group_id(config)
@@ -297,7 +461,7 @@ def run(config: Config, lineage: Lineage, *, dry_run: bool = False,
         clock.lap("prove")
         return _rollback(base, postfix, use, old_sha, staged_before, sni_backup, config, str(exc),
                          clock)
-    warnings = list(checked.warnings)
+    warnings = list(base.warnings)
     if anchors is not None:
         result = trust.apply(anchors, config.deploy.state_dir, lineage.name)
         if not result.ok:
@@ -306,7 +470,7 @@ def run(config: Config, lineage: Lineage, *, dry_run: bool = False,
     served = ", ".join(labels + tuple(f"SNI {n}" for m in use.sni_maps for n in m.names))
     return replace(base, outcome=Outcome.DEPLOYED, warnings=tuple(warnings), timings=clock.total(),
                    message=f"deployed {new.leaf_sha256[:16]} for {lineage.name}; served on "
-                           f"{served or 'no TLS service'}")
+                           f"{served or 'no TLS service'}{gate.summary}")
 
 
 def _unchanged(use: discover.Usage, config: Config) -> str:

@@ -11,6 +11,7 @@ import pytest
 
 from hook.config import Config, DnsConfig
 from tests.harness.dns import DnsStack, running_dns
+from tests.harness.policy import PolicyServer, running_policy_server
 from tests.harness.stack import LO, Certbot, Pebble, Stack, new_base, running_pebble, running_stack
 
 
@@ -55,6 +56,13 @@ def dns_config(dns_stack: DnsStack) -> Config:
     """A configuration whose [dns] resolver is the test stack's validating Unbound."""
     return Config(dns=DnsConfig(resolver=LO, resolver_port=dns_stack.resolver_port, timeout=2.0))
 
+
+@pytest.fixture(scope="session")
+def policy_server() -> Iterator[PolicyServer]:
+    """An MTA-STS policy server (HTTPS, trustme certificate) on loopback; tests set the
+    policies they rely on with ``serve()``."""
+    with running_policy_server() as server:
+        yield server
 
 
 @contextlib.contextmanager

@@ -170,16 +170,35 @@ def test_non_validating_resolver_only_warns(module_certbot: Certbot, dns_stack: 
     assert any("does not validate DNSSEC" in p.detail for p in res.problems)
 
 
-def test_unreachable_resolver_refuses_naming_it(module_certbot: Certbot) -> None:
-    """No resolver answers: the gate cannot tell whether DANE is in use; refuse mode keeps
-    the old certificate and names the resolver it tried."""
+def test_unreachable_resolver_only_warns_for_a_host_not_seen_using_dane(module_certbot: Certbot) -> None:
+    """No resolver answers and DANE was never seen in use for the host: the gate cannot
+    check, says so and names the resolver, but does not hold the certificate back."""
     chain = chain_at(module_certbot.lineage())
     port = free_udp_tcp_port()
     config = Config(dns=DnsConfig(resolver=LO, resolver_port=port, timeout=0.5))
     res = dane.check_before_deploy(config, chain, chain, [DOMAIN])
+    assert not res.refused and res.hosts[0].state is HostState.LOOKUP_FAILED
+    (problem,) = res.problems
+    assert problem.code is Code.DNS_LOOKUP_FAILED and problem.status is Status.WARNING
+    assert problem.detail.startswith(f"the DANE gate could not check {DOMAIN}: ")
+    assert f"{LO}:{port}" in problem.detail
+
+
+def test_unreachable_resolver_refuses_where_dane_was_seen(module_certbot: Certbot) -> None:
+    """The same failure for a host DANE was seen in use for: refused, naming the resolver
+    and what was seen."""
+    chain = chain_at(module_certbot.lineage())
+    port = free_udp_tcp_port()
+    config = Config(dns=DnsConfig(resolver=LO, resolver_port=port, timeout=0.5))
+    seen = {DOMAIN: "DNSSEC-validated TLSA 3 1 1 ab... seen 2026-11-20T00:00:00Z"}
+    res = dane.check_before_deploy(config, chain, chain, [DOMAIN], seen=seen)
     assert res.refused and res.hosts[0].state is HostState.LOOKUP_FAILED
     assert res.problems[0].code is Code.DNS_LOOKUP_FAILED
     assert f"{LO}:{port}" in res.problems[0].detail
+    assert f"DANE was in use for {DOMAIN} ({seen[DOMAIN]})" in res.problems[0].detail
+    warned = dane.check_before_deploy(with_mode(config, DaneMode.WARN), chain, chain, [DOMAIN],
+                                      seen=seen)
+    assert not warned.refused and warned.status is Status.WARNING
 
 
 def test_off_mode_does_no_lookup(module_certbot: Certbot) -> None:

@@ -6,15 +6,9 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import ssl
-import threading
-from collections.abc import Iterator
-from dataclasses import dataclass, field
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import pytest
-import trustme
 from cryptography import x509
 
 from hook import mtasts, mx
@@ -24,69 +18,18 @@ from hook.dns import Resolver
 from hook.mtasts import MtaStsError, StsMode
 from hook.verdict import Code, Status
 from tests.harness.dns import DnsStack
+from tests.harness.policy import PolicyServer
 from tests.harness.stack import DOMAIN, LO, Certbot
 
 POLICY_OK = ("version: STSv1\r\nmode: enforce\r\nmx: mail.example.test\r\nmx: *.example.net\r\n"
              "max_age: 1209600\r\n")
 
 
-@dataclass
-class PolicyServer:
-    """HTTPS on 127.0.0.1: (Host header, path) -> (status, content type, body, headers)."""
-
-    ca: trustme.CA
-    port: int = 0
-    responses: dict[tuple[str, str], tuple[int, str, bytes, dict[str, str]]] = field(default_factory=dict)
-
-    def serve(self, domain: str, body: str, status: int = 200, ctype: str = "text/plain",
-              headers: dict[str, str] | None = None) -> None:
-        self.responses[(f"mta-sts.{domain}", mtasts.WELL_KNOWN)] = (status, ctype, body.encode(),
-                                                                    headers or {})
-
-
-@pytest.fixture(scope="module")
-def policy_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[PolicyServer]:
-    ca = trustme.CA(organization_name="certwatch test MTA-STS CA")
-    cert = ca.issue_cert("mta-sts.example.test", "mta-sts.lists.example.test")
-    state = PolicyServer(ca)
-
-    class Handler(BaseHTTPRequestHandler):
-        def do_GET(self) -> None:
-            host = (self.headers.get("Host") or "").split(":")[0]
-            status, ctype, body, headers = state.responses.get(
-                (host, self.path), (404, "text/plain", b"no policy here\n", {}))
-            self.send_response(status)
-            self.send_header("Content-Type", ctype)
-            self.send_header("Content-Length", str(len(body)))
-            for key, value in headers.items():
-                self.send_header(key, value)
-            self.end_headers()
-            self.wfile.write(body)
-
-        def log_message(self, format: str, *args: object) -> None:
-            pass  # quiet: the tests read the results, not an access log
-
-    server = ThreadingHTTPServer((LO, 0), Handler)
-    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
-    cert.configure_cert(ctx)
-    server.socket = ctx.wrap_socket(server.socket, server_side=True)
-    state.port = server.server_address[1]
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    try:
-        yield state
-    finally:
-        server.shutdown()
-        server.server_close()
-        thread.join(5)
-
-
 @pytest.fixture
 def sts_config(dns_config: Config, policy_server: PolicyServer, tmp_path: Path) -> Config:
-    cafile = tmp_path / "sts-ca.pem"
-    policy_server.ca.cert_pem.write_to_path(str(cafile))
+    cafile = policy_server.write_ca(tmp_path / "sts-ca.pem")
     return dataclasses.replace(dns_config, dns=dataclasses.replace(
-        dns_config.dns, mta_sts_cafile=cafile, mta_sts_connect=f"{LO}:{policy_server.port}"))
+        dns_config.dns, mta_sts_cafile=cafile, mta_sts_connect=policy_server.connect))
 
 
 @pytest.fixture(scope="module")
