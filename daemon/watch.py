@@ -57,8 +57,8 @@ DEPLOY_CODES = {"refused": Code.DEPLOY_REFUSED, "rolled_back": Code.DEPLOY_ROLLE
                 "rollback_failed": Code.DEPLOY_ROLLBACK_FAILED}
 DEPLOY_FIX = {
     "refused": "fix what the deploy hook reported (see the detail), then run "
-               "'postfix-deploy-hook --lineage {live}' (a reload cannot help: Postfix rightly "
-               "serves the previous certificate)",
+               "'postfix-deploy-hook --lineage {live}' (reloading Postfix cannot help: the "
+               "renewed files are what is wrong)",
     "rolled_back": "Postfix did not serve the new certificate, so the previous one was put "
                    "back: read the deploy hook's log, fix, then run "
                    "'postfix-deploy-hook --lineage {live}'",
@@ -369,8 +369,8 @@ class Watcher:
             start, end = (dt.datetime.fromtimestamp(t, dt.UTC) for t in (not_before, not_after))
             soon = when >= end or bool(expiry_problems(start, end, when, self.thresholds, name))
             status = Status.CRITICAL if soon else Status.WARNING
-            detail += (f"; Postfix still serves the previous certificate, which expires "
-                       f"{end:%Y-%m-%d %H:%M} UTC ({(not_after - now) / 86400:.1f} days left)")
+            detail += (f"; the certificate Postfix served last expires {end:%Y-%m-%d %H:%M} "
+                       f"UTC ({(not_after - now) / 86400:.1f} days left)")
         live = self.config.certbot.config_dir / "live" / name
         self._record(Check(Kind.DEPLOY, name, status=status.value,
                            codes=(DEPLOY_CODES[refusal.outcome].value,), detail=detail,
