@@ -1,6 +1,7 @@
 """The real ``renew-daemon`` process against the real private Postfix, with a real
 NOTIFY_SOCKET: readiness, watchdog, status, re-probe after a certbot renewal, alert mail
-delivered by the private Postfix, metrics, SIGHUP with a broken config, SIGTERM."""
+delivered by the private Postfix, metrics, SIGHUP with a broken config, SIGTERM, and a
+renewal the deploy hook refused (one deploy check, no stale)."""
 
 from __future__ import annotations
 
