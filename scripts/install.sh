@@ -73,14 +73,15 @@ pick_python() {
 # certbot for the renew unit: the system's (package, EPEL or snap), never the copy pip
 # may have put into the venv: that one would renew with another configuration and
 # plugins than the admin's certbot, and miss its upgrades.
+in_venv() {  # $1 is (or links to) a file inside the venv
+  case "$(readlink -f "$1")" in "$PREFIX"/*|"$ROOT$PREFIX"/*) return 0 ;; esac
+  case "$1" in "$PREFIX"/*|"$ROOT$PREFIX"/*) return 0 ;; esac
+  return 1
+}
 system_certbot() {
   local d IFS=:
-  for d in $PATH; do
-    case "$d" in "$PREFIX"/*|"$PREFIX") continue ;; esac
-    [ -x "$d/certbot" ] && { echo "$d/certbot"; return; }
-  done
-  for d in /usr/bin /snap/bin /usr/local/bin; do
-    [ -x "$d/certbot" ] && { echo "$d/certbot"; return; }
+  for d in $PATH /usr/bin /snap/bin /usr/local/bin; do
+    [ -x "$d/certbot" ] && ! in_venv "$d/certbot" && { echo "$d/certbot"; return; }
   done
   echo /usr/bin/certbot
 }

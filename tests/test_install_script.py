@@ -73,13 +73,16 @@ def test_install_names_the_certbot_timer_it_finds(tmp_path: Path) -> None:
 
 def test_renew_unit_gets_the_system_certbot_not_the_venvs(tmp_path: Path) -> None:
     """Without --certbot, the renew unit runs the first certbot on PATH outside the
-    venv (--prefix), even when the venv's bin comes first on PATH."""
+    venv (--prefix), even when the venv's bin, or a link to its certbot, comes first."""
     venv = tmp_path / "venv"
     for tool in ("certbot", "renew-daemon", "postfix-deploy-hook", "renew-check"):
         script(venv / "bin" / tool, "exit 0\n")
+    linked = tmp_path / "local/bin"
+    linked.mkdir(parents=True)
+    (linked / "certbot").symlink_to(venv / "bin/certbot")
     system = script(tmp_path / "usr/bin/certbot", "exit 0\n")
     proc = run_install(tmp_path / "root", "--prefix", str(venv), "--no-venv",
-                       path=f"{venv}/bin:{system.parent}:/usr/bin:/bin")
+                       path=f"{venv}/bin:{linked}:{system.parent}:/usr/bin:/bin")
     assert proc.returncode == 0, proc.stdout + proc.stderr
     renew = (tmp_path / "root/etc/systemd/system/postfix-certwatch-renew.service").read_text()
     assert f"ExecStart={system} renew" in renew
