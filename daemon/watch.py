@@ -47,7 +47,7 @@ from hook.judge import Thresholds, expiry_problems, judge, thresholds_of
 from hook.probe import probe
 from hook.prove import target_for
 from hook.validate import Trust, load_trust
-from hook.verdict import Code, Status, worst
+from hook.verdict import Code, Problem, Status, worst
 
 FAILED_DEPLOYS = {"refused": Status.WARNING, "rolled_back": Status.WARNING,
                   "rollback_failed": Status.CRITICAL}
@@ -296,7 +296,7 @@ class Watcher:
             verdict = judge(res, trust=self.trust, now=dt.datetime.fromtimestamp(now, dt.UTC),
                             names=names, expected=tuple(sorted(want)),
                             thresholds=self.thresholds)
-            problems = list(verdict.problems)
+            problems = [self._stale_fix(p, mine) for p in verdict.problems]
             leaf = res.handshake.leaf if res.handshake and res.handshake.chain else None
             problems.sort(key=lambda p: -p.status.rank)
             check = Check(
@@ -336,6 +336,16 @@ class Watcher:
             return sources.read_cert(w.lineage).sha256
         except BundleError:
             return None
+
+    def _stale_fix(self, problem: Problem, mine: tuple[sources.Watched, ...]) -> Problem:
+        """Staged lineages: a stale leaf means the hook never deployed the renewal (a
+        reload would serve the old bundle again), so say to run it."""
+        staged = [w for w in mine if w.mode == "staged"]
+        if problem.code is not Code.STALE or not staged:
+            return problem
+        runs = " and ".join(f"'postfix-deploy-hook --lineage {w.lineage.live}'" for w in staged)
+        return replace(problem, fix="the deploy hook has not deployed this renewal (is it in "
+                                    f"certbot's renewal-hooks/deploy/?): run {runs}")
 
     def _refusal(self, w: sources.Watched) -> DeployInfo | None:
         """The lineage's latest deploy record if it refused or rolled back the leaf that is

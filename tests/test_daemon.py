@@ -106,7 +106,8 @@ def test_stale_cert_alert_mail_metrics_and_quiet_restart(stack: Stack, notify: N
     """A renewal whose hook is not installed leaves Postfix serving the old certificate:
     the daemon notices cert.pem changed, re-probes, reports ``stale``, mails an alert that
     the private Postfix delivers to a local mailbox (one mail naming host, lineage, the
-    three services, problem and what to do) and exports it in the metrics file. A
+    three services, problem and what to do: run the hook, as the lineage is staged and a
+    reload would serve the old bundle again) and exports it in the metrics file. A
     restart with the same state directory does not send it again; running the hook by
     hand then sends one all-clear mail."""
     assert check.main(["--config", str(stack.config_file), "adopt", str(stack.lineage)]) == 0
@@ -131,7 +132,8 @@ def test_stale_cert_alert_mail_metrics_and_quiet_restart(stack: Stack, notify: N
         text = mailbox(stack).read_text()
         assert "Subject: [postfix-certwatch] CRITICAL" in text
         for needle in ("lineage:   mail.example.test", f"127.0.0.1:{pf.smtp_port}/starttls",
-                       "problem:   stale", "What to do: postfix reload"):
+                       "problem:   stale", "What to do: the deploy hook has not deployed",
+                       f"run 'postfix-deploy-hook --lineage {stack.lineage}'"):
             assert needle in text, text
         wait_until("stale in the metrics file",
                    lambda: 'code="stale"' in prom.read_text(), 10)
