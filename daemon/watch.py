@@ -12,6 +12,10 @@
     renew        daemon.renew_interval      optional: certbot renew (off by default)
     heartbeat    WATCHDOG_USEC / 3          WATCHDOG=1 while the scheduler is healthy
 
+A served leaf other than ``cert.pem`` is ``stale``, unless the lineage's latest deploy
+record refused or rolled back exactly that ``cert.pem``: then the previous leaf is
+expected and one ``deploy`` check per lineage says the renewal was not deployed.
+
 All work jobs run on one worker thread (so they never interleave and the state needs no
 further locking); the heartbeat has its own thread so that a stuck probe stops it. Each
 work job ends by saving the state, writing the metrics and updating systemd's STATUS=.
