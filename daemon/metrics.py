@@ -18,27 +18,24 @@ metric                                                             labels
 ``postfix_certwatch_probe_last_success_timestamp_seconds``         service
 ``postfix_certwatch_deploy_last_timestamp_seconds``                lineage
 ``postfix_certwatch_deploy_last_success_timestamp_seconds``        lineage
-``postfix_certwatch_deploy_failed`` (last run refused/rolled back)  lineage
+``postfix_certwatch_deploy_failed`` (renewal on disk not deployed)  lineage
 ``postfix_certwatch_last_check_timestamp_seconds``                 (none)
 =================================================================  =============================
 """
 
 from __future__ import annotations
 
-import contextlib
 import http.server
-import os
-import tempfile
 import threading
 from collections.abc import Iterable
 from pathlib import Path
 
-from daemon.state import Kind, State, lifetime_left
+from daemon.state import Kind, State, key_of, lifetime_left
+from hook import install
 from hook.errors import ConfigError
 
 P = "postfix_certwatch_"
 STATUS_VALUE = {"ok": 0, "warning": 1, "critical": 2, "unknown": 3}
-FAILED_OUTCOMES = ("refused", "rolled_back", "rollback_failed")
 
 HELP = {
     "cert_not_after_timestamp_seconds": "Certificate notAfter (served: last leaf a service served; "
@@ -52,7 +49,8 @@ HELP = {
     "probe_last_success_timestamp_seconds": "When a probe of the service last completed a handshake.",
     "deploy_last_timestamp_seconds": "When the deploy hook last ran for the lineage.",
     "deploy_last_success_timestamp_seconds": "When the deploy hook last deployed the lineage.",
-    "deploy_failed": "1 if the deploy hook's last run for the lineage was refused or rolled back.",
+    "deploy_failed": "1 while the lineage's renewal on disk was refused or rolled back by the "
+                     "deploy hook (Postfix serves the previous certificate).",
     "last_check_timestamp_seconds": "When the daemon last completed a check (staleness).",
 }
 
@@ -103,7 +101,10 @@ def render(state: State, now: float, last_check: float) -> str:
         add("deploy_last_timestamp_seconds", {"lineage": name}, info.time)
         if info.last_success:
             add("deploy_last_success_timestamp_seconds", {"lineage": name}, info.last_success)
-        add("deploy_failed", {"lineage": name}, 1 if info.outcome in FAILED_OUTCOMES else 0)
+        # the daemon's deploy check: a refusal stops counting once another leaf is on disk
+        deploy = state.checks.get(key_of(Kind.DEPLOY, name))
+        failed = deploy is not None and any(c.startswith("deploy_") for c in deploy.codes)
+        add("deploy_failed", {"lineage": name}, 1 if failed else 0)
     if last_check:
         add("last_check_timestamp_seconds", {}, last_check)
     return "".join(_family(name, rows) for name, rows in samples.items() if rows)
@@ -115,17 +116,9 @@ def _family(name: str, rows: Iterable[tuple[dict[str, str], float]]) -> str:
 
 
 def write_textfile(path: Path, text: str) -> None:
-    """Replace ``path`` atomically (node_exporter never reads half a file), mode 0644."""
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w") as fh:
-            os.fchmod(fh.fileno(), 0o644)
-            fh.write(text)
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(tmp)
-        raise
+    """Replace ``path`` atomically (node_exporter never reads half a file) with the hook's
+    :func:`hook.install.atomic_write`; mode 0644, as node_exporter runs as another user."""
+    install.atomic_write(path, text.encode(), mode=0o644)
 
 
 def parse_listen(listen: str) -> tuple[str, int]:

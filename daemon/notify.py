@@ -1,8 +1,14 @@
 """Talk to systemd: ``sd_notify`` datagrams and the watchdog interval.
 
-A few lines of our own instead of a library: ``sdnotify`` ignores ``WATCHDOG_USEC``
-and swallows every error. Without ``NOTIFY_SOCKET`` (not run by systemd) every call is
-a no-op, so the daemon runs the same under systemd, in a terminal and in tests.
+A few lines of our own instead of the ``sdnotify`` package (0.3.2, 2018, Python 2 era),
+which cannot do what the daemon needs: it ignores ``WATCHDOG_USEC``/``WATCHDOG_PID`` (the
+heartbeat interval is ours to compute anyway), reads ``os.environ`` only (no injected
+environment for tests), encodes as latin-1 and hides every failure behind a bare
+``except:`` (a ``STATUS=`` it cannot encode, or a missing socket, is silently dropped),
+so ``send`` could not report whether systemd got ``READY=1``. ``EXTEND_TIMEOUT_USEC=``
+and ``RELOADING=1`` are plain fields here. Without ``NOTIFY_SOCKET`` (not run by systemd)
+every call is a no-op, so the daemon runs the same under systemd, in a terminal and in
+tests.
 """
 
 from __future__ import annotations

@@ -10,14 +10,14 @@ from __future__ import annotations
 import datetime as dt
 import json
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
 from hook import discover, lineage
 from hook.bundle import fingerprint, parse_chain
 from hook.config import Config
-from hook.deploy import postfix_for
+from hook.deploy import postfix_for, required_names
 from hook.errors import LineageError
 from hook.postfix import TLS_LEVEL_PARAMS, Service
 
@@ -30,6 +30,9 @@ class Watched:
     mode: str
     services: tuple[str, ...]
     """Service labels (``Service.label``)."""
+    names: tuple[str, ...] = ()
+    """Host names its services present it for without SNI: ``myhostname`` (unless
+    ``deploy.require_myhostname = false``) and ``deploy.names``, as the hook requires."""
 
 
 @dataclass(frozen=True)
@@ -37,6 +40,8 @@ class Discovery:
     services: tuple[Service, ...]
     """Every TLS-enabled SMTP service of master.cf."""
     lineages: tuple[Watched, ...]
+    names: tuple[str, ...] = ()
+    """The names to require of a service that serves no certbot lineage (myhostname)."""
 
     def lineages_of(self, service: Service) -> tuple[Watched, ...]:
         """The lineages a service serves: usually one, two for an RSA + ECDSA pair."""
@@ -49,7 +54,7 @@ def discover_all(config: Config) -> Discovery:
     Raises :class:`hook.errors.PostfixError` if postconf fails.
     """
     postfix = postfix_for(config)
-    params = postfix.parameters(*discover.SERVER_FILE_PARAMS, *TLS_LEVEL_PARAMS)
+    params = postfix.parameters(*discover.SERVER_FILE_PARAMS, *TLS_LEVEL_PARAMS, "myhostname")
     services = tuple(s for s in postfix.services() if discover.tls_enabled(s, params))
     watched = []
     live = config.certbot.config_dir / "live"
@@ -63,8 +68,12 @@ def discover_all(config: Config) -> Discovery:
         use = discover.usage(postfix, lin, config.deploy.bundle_dir)
         if use.mode is discover.Mode.UNUSED:
             continue
-        watched.append(Watched(lin, use.mode.value, tuple(s.label for s in use.services)))
-    return Discovery(services, tuple(watched))
+        # SNI names are presented only on request: a plain probe sees the default certificate
+        names = required_names(config, replace(use, sni_maps=()))
+        watched.append(Watched(lin, use.mode.value, tuple(s.label for s in use.services), names))
+    myhostname = params.get("myhostname", "").lower().rstrip(".")
+    default = (myhostname,) if myhostname and config.deploy.require_myhostname else ()
+    return Discovery(services, tuple(watched), default)
 
 
 @dataclass(frozen=True)

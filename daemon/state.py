@@ -103,6 +103,8 @@ class DeployInfo:
     new_sha256: str = ""
     message: str = ""
     last_success: float = 0.0
+    old_sha256: str = ""
+    """The leaf Postfix served when the hook ran (staged mode; "" if unknown)."""
 
 
 @dataclass

@@ -12,6 +12,10 @@
     renew        daemon.renew_interval      optional: certbot renew (off by default)
     heartbeat    WATCHDOG_USEC / 3          WATCHDOG=1 while the scheduler is healthy
 
+A served leaf other than ``cert.pem`` is ``stale``, unless the lineage's latest deploy
+record refused or rolled back exactly that ``cert.pem``: then the previous leaf is
+expected and one ``deploy`` check per lineage says the renewal was not deployed.
+
 All work jobs run on one worker thread (so they never interleave and the state needs no
 further locking); the heartbeat has its own thread so that a stuck probe stops it. Each
 work job ends by saving the state, writing the metrics and updating systemd's STATUS=.
@@ -39,7 +43,7 @@ from apscheduler.schedulers.background import BackgroundScheduler
 from daemon import metrics, policy, sources
 from daemon import state as state_mod
 from daemon.notify import Notifier
-from daemon.state import Check, DeployInfo, Kind
+from daemon.state import Check, DeployInfo, Kind, key_of
 from hook import alert as alert_mod
 from hook.config import Config
 from hook.errors import BundleError, ConfigError, Error, PostfixError
@@ -47,18 +51,24 @@ from hook.judge import Thresholds, expiry_problems, judge, thresholds_of
 from hook.probe import probe
 from hook.prove import target_for
 from hook.validate import Trust, load_trust
-from hook.verdict import Code, Status, worst
+from hook.verdict import Code, Problem, Status, worst
 
 FAILED_DEPLOYS = {"refused": Status.WARNING, "rolled_back": Status.WARNING,
                   "rollback_failed": Status.CRITICAL}
+"""Deploy outcomes that leave a renewal on disk undeployed, and their status when the
+certificate Postfix still serves is unknown (else it follows that certificate's expiry)."""
+DEPLOY_CODES = {"refused": Code.DEPLOY_REFUSED, "rolled_back": Code.DEPLOY_ROLLED_BACK,
+                "rollback_failed": Code.DEPLOY_ROLLBACK_FAILED}
 DEPLOY_FIX = {
-    "refused": "the renewed files were refused and Postfix still serves the previous "
-               "certificate: fix the lineage (see the detail), then run "
-               "'postfix-deploy-hook --lineage /etc/letsencrypt/live/NAME'",
+    "refused": "fix what the deploy hook reported (see the detail), then run "
+               "'postfix-deploy-hook --lineage {live}' (reloading Postfix cannot help: the "
+               "renewed files are what is wrong)",
     "rolled_back": "Postfix did not serve the new certificate, so the previous one was put "
-                   "back: read the deploy hook's log, fix, then run postfix-deploy-hook by hand",
+                   "back: read the deploy hook's log, fix, then run "
+                   "'postfix-deploy-hook --lineage {live}'",
     "rollback_failed": "ACT NOW: the rollback failed too; check 'postfix check', the bundle and "
-                       "what Postfix serves ('renew-check')",
+                       "what Postfix serves ('renew-check'), then run "
+                       "'postfix-deploy-hook --lineage {live}'",
 }
 
 
@@ -261,8 +271,18 @@ class Watcher:
         now = self.clock()
         expected: dict[str, str | None] = {}
         deploying = self._deploy_in_progress()
+        refusals: dict[str, DeployInfo] = {}
         for watched in disc.lineages:
-            expected[watched.lineage.name] = None if deploying else self._settled_sha(watched, now)
+            name = watched.lineage.name
+            refusal = self._refusal(watched)
+            if refusal is None:
+                expected[name] = None if deploying else self._settled_sha(watched, now)
+                continue
+            # The hook refused (or rolled back) the leaf on disk: Postfix rightly serves the
+            # previous one. Expect that; calling it stale ("postfix reload") would mislead.
+            refusals[name] = refusal
+            expected[name] = None if deploying or refusal.outcome == "rollback_failed" else (
+                refusal.old_sha256 or None)
         for svc in disc.services:
             if self.stopping.is_set():
                 return
@@ -272,12 +292,15 @@ class Watcher:
             mine = disc.lineages_of(svc)
             name = ",".join(w.lineage.name for w in mine)
             want = {sha for w in mine if (sha := expected.get(w.lineage.name))}
+            # the names Postfix presents with this service's default certificate
+            names = tuple(dict.fromkeys(n for w in mine for n in w.names)) or disc.names
             res = probe(target_for(svc), timeout=self.config.probe.timeout)
             # several leaves (RSA + ECDSA lineages on one service): the handshake picks one,
             # which must be one of them
             verdict = judge(res, trust=self.trust, now=dt.datetime.fromtimestamp(now, dt.UTC),
-                            expected=tuple(sorted(want)), thresholds=self.thresholds)
-            problems = list(verdict.problems)
+                            names=names, expected=tuple(sorted(want)),
+                            thresholds=self.thresholds)
+            problems = [self._stale_fix(p, mine) for p in verdict.problems]
             leaf = res.handshake.leaf if res.handshake and res.handshake.chain else None
             problems.sort(key=lambda p: -p.status.rank)
             check = Check(
@@ -296,6 +319,10 @@ class Watcher:
                               verdict.lifetime_left), protocol=verdict.protocol or None,
                           seconds=round(verdict.seconds, 4), detail=check.detail or None)
             self._record(check, now)
+        for watched in disc.lineages:
+            name = watched.lineage.name
+            if name in refusals or key_of(Kind.DEPLOY, name) in self.state.checks:
+                self._judge_deploy(name, now, refusals.get(name))
         self._forget(Kind.PROBE, {s.label for s in disc.services})
         self.last_check = now
         probes = [c for c in self.state.checks.values() if c.kind is Kind.PROBE]
@@ -313,6 +340,65 @@ class Watcher:
             return sources.read_cert(w.lineage).sha256
         except BundleError:
             return None
+
+    def _stale_fix(self, problem: Problem, mine: tuple[sources.Watched, ...]) -> Problem:
+        """Staged lineages: a stale leaf means the hook never deployed the renewal (a
+        reload would serve the old bundle again), so say to run it."""
+        staged = [w for w in mine if w.mode == "staged"]
+        if problem.code is not Code.STALE or not staged:
+            return problem
+        runs = " and ".join(f"'postfix-deploy-hook --lineage {w.lineage.live}'" for w in staged)
+        return replace(problem, fix="the deploy hook has not deployed this renewal (is it in "
+                                    f"certbot's renewal-hooks/deploy/?): run {runs}")
+
+    def _refusal(self, w: sources.Watched) -> DeployInfo | None:
+        """The lineage's latest deploy record if it refused or rolled back the leaf that is
+        on disk now (a later renewal makes it history)."""
+        info = self.state.deploys.get(w.lineage.name)
+        if info is None or info.outcome not in FAILED_DEPLOYS:
+            return None
+        if info.new_sha256:
+            try:
+                return info if sources.read_cert(w.lineage).sha256 == info.new_sha256 else None
+            except BundleError:
+                return None
+        # refused files the hook could not even parse: unchanged since the hook ran?
+        real, mtime_ns, _ = sources.signature(w.lineage)
+        return info if real and mtime_ns / 1e9 <= info.time else None
+
+    def _judge_deploy(self, name: str, now: float, refusal: DeployInfo | None) -> None:
+        """The ``deploy`` check of a lineage: ok, or "renewal not deployed" (one check, not a
+        ``stale`` per service) with a severity that follows the certificate still served."""
+        info = self.state.deploys.get(name, DeployInfo())
+        if refusal is None:
+            self._record(Check(Kind.DEPLOY, name, status=Status.OK.value, detail=info.message,
+                               lineage=name, last_run=now, last_ok=info.time), now)
+            return
+        status = FAILED_DEPLOYS[refusal.outcome]
+        detail = f"renewal not deployed: {refusal.message}"
+        served = self._served(name, refusal.old_sha256)
+        if served is not None and refusal.outcome != "rollback_failed":
+            not_before, not_after = served
+            when = dt.datetime.fromtimestamp(now, dt.UTC)
+            start, end = (dt.datetime.fromtimestamp(t, dt.UTC) for t in (not_before, not_after))
+            soon = when >= end or bool(expiry_problems(start, end, when, self.thresholds, name))
+            status = Status.CRITICAL if soon else Status.WARNING
+            detail += (f"; the certificate Postfix served last expires {end:%Y-%m-%d %H:%M} "
+                       f"UTC ({(not_after - now) / 86400:.1f} days left)")
+        live = self.config.certbot.config_dir / "live" / name
+        self._record(Check(Kind.DEPLOY, name, status=status.value,
+                           codes=(DEPLOY_CODES[refusal.outcome].value,), detail=detail,
+                           action=DEPLOY_FIX[refusal.outcome].format(live=live), lineage=name,
+                           last_run=now, last_ok=info.last_success), now)
+
+    def _served(self, name: str, sha256: str) -> tuple[float, float] | None:
+        """(notBefore, notAfter) of what the lineage's services last served: the leaf
+        ``sha256`` if seen, else the one that expires first; None if none was seen."""
+        seen = [c for c in self.state.checks.values() if c.kind is Kind.PROBE and c.not_after
+                and name in c.lineage.split(",")]
+        seen = [c for c in seen if c.sha256 == sha256] or seen
+        first = min(seen, key=lambda c: c.not_after, default=None)
+        return (first.not_before, first.not_after) if first else None
 
     def _deploy_in_progress(self) -> bool:
         try:
@@ -392,10 +478,11 @@ class Watcher:
         names, new = sources.deploy_records(self.config.deploy.state_dir,
                                             set(self.state.seen_records))
         history = self.state.fresh  # first run ever: old records are history, not news
+        news: list[str] = []
         for rec in new:
             info = self.state.deploys.setdefault(rec.lineage, DeployInfo())
-            info.time, info.outcome, info.new_sha256, info.message = (
-                rec.time, rec.outcome, rec.new_sha256, rec.message)
+            info.time, info.outcome, info.new_sha256, info.old_sha256, info.message = (
+                rec.time, rec.outcome, rec.new_sha256, rec.old_sha256, rec.message)
             if rec.outcome == "deployed":
                 info.last_success = rec.time
             if history:
@@ -403,11 +490,15 @@ class Watcher:
             self.log.info("deploy_record", record=rec.name, lineage=rec.lineage,
                           outcome=rec.outcome, new_sha256=rec.new_sha256 or None,
                           old_sha256=rec.old_sha256 or None, message=rec.message)
-            status = FAILED_DEPLOYS.get(rec.outcome, Status.OK)
-            self._record(Check(Kind.DEPLOY, rec.lineage, status=status.value,
-                               codes=() if status is Status.OK else (f"deploy_{rec.outcome}",),
-                               detail=rec.message, action=DEPLOY_FIX.get(rec.outcome, ""),
-                               lineage=rec.lineage, last_run=now, last_ok=rec.time), now)
+            news.append(rec.lineage)
+        watched = {w.lineage.name: w for w in self.discovery.lineages} if self.discovery else {}
+        for name in dict.fromkeys(news):
+            info = self.state.deploys[name]
+            found = watched.get(name)
+            # a lineage not discovered (yet): a brand-new record is taken at its word
+            refusal = self._refusal(found) if found else (
+                info if info.outcome in FAILED_DEPLOYS else None)
+            self._judge_deploy(name, now, refusal)
         self.state.seen_records = names
         self.state.fresh = False
         if new and not history:

@@ -127,8 +127,10 @@ def expiry_problems(not_before: dt.datetime, not_after: dt.datetime, now: dt.dat
     return [Problem(Code.EXPIRING_SOON, status,
                     f"{where}: expires {not_after:%Y-%m-%d %H:%M} UTC, in {days:.1f} days "
                     f"({frac:.0%} of its {lifetime:.0f}-day lifetime left; certbot renews at 33%)",
-                    "certbot should have renewed already: check 'systemctl list-timers "
-                    "certbot.timer' and 'certbot renew' in /var/log/letsencrypt/")]
+                    "certbot should have renewed already: check its timer with 'systemctl "
+                    "list-timers \"*certbot*\" postfix-certwatch-renew.timer' (certbot.timer on "
+                    "Debian/Ubuntu, certbot-renew.timer from EPEL, snap.certbot.renew.timer "
+                    "with snap) and 'certbot renew' in /var/log/letsencrypt/")]
 
 
 # The postconf lines that fix the weaknesses the deep checks find. Both the opportunistic

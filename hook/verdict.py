@@ -75,6 +75,13 @@ class Code(StrEnum):
     CLIENT_TLS_LEVEL = "client_tls_level"
     CLIENT_NO_CAFILE = "client_no_cafile"
     CLIENT_CERT_EKU = "client_cert_eku"
+    # -- what the daemon concludes from the deploy hook's records (daemon.watch) -------
+    DEPLOY_REFUSED = "deploy_refused"
+    """The renewal on disk was refused by the hook: Postfix still serves the previous leaf."""
+    DEPLOY_ROLLED_BACK = "deploy_rolled_back"
+    """The renewal was deployed, not served, and rolled back: the previous leaf is served."""
+    DEPLOY_ROLLBACK_FAILED = "deploy_rollback_failed"
+    """The rollback failed too: what Postfix serves is unknown."""
 
 
 @dataclass(frozen=True)

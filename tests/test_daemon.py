@@ -1,6 +1,7 @@
 """The real ``renew-daemon`` process against the real private Postfix, with a real
 NOTIFY_SOCKET: readiness, watchdog, status, re-probe after a certbot renewal, alert mail
-delivered by the private Postfix, metrics, SIGHUP with a broken config, SIGTERM."""
+delivered by the private Postfix, metrics, SIGHUP with a broken config, SIGTERM, and a
+renewal the deploy hook refused (one deploy check, no stale)."""
 
 from __future__ import annotations
 
@@ -15,8 +16,10 @@ import pytest
 
 from daemon import check
 from hook.bundle import fingerprint, parse_chain
+from tests.harness import badcerts as bc
 from tests.harness.daemon import NotifySocket, running_daemon
-from tests.harness.stack import VENV_BIN, Stack, wait_until
+from tests.harness.hookbed import log_line, run_hook, staged_bed
+from tests.harness.stack import VENV_BIN, Pebble, Stack, wait_until
 
 FAST: dict[str, object] = {"probe_interval": 30, "expiry_interval": 30, "watch_interval": 0.2,
         "settle_delay": 0.5, "jitter": 0.01}
@@ -103,7 +106,8 @@ def test_stale_cert_alert_mail_metrics_and_quiet_restart(stack: Stack, notify: N
     """A renewal whose hook is not installed leaves Postfix serving the old certificate:
     the daemon notices cert.pem changed, re-probes, reports ``stale``, mails an alert that
     the private Postfix delivers to a local mailbox (one mail naming host, lineage, the
-    three services, problem and what to do) and exports it in the metrics file. A
+    three services, problem and what to do: run the hook, as the lineage is staged and a
+    reload would serve the old bundle again) and exports it in the metrics file. A
     restart with the same state directory does not send it again; running the hook by
     hand then sends one all-clear mail."""
     assert check.main(["--config", str(stack.config_file), "adopt", str(stack.lineage)]) == 0
@@ -128,7 +132,8 @@ def test_stale_cert_alert_mail_metrics_and_quiet_restart(stack: Stack, notify: N
         text = mailbox(stack).read_text()
         assert "Subject: [postfix-certwatch] CRITICAL" in text
         for needle in ("lineage:   mail.example.test", f"127.0.0.1:{pf.smtp_port}/starttls",
-                       "problem:   stale", "What to do: postfix reload"):
+                       "problem:   stale", "What to do: the deploy hook has not deployed",
+                       f"run 'postfix-deploy-hook --lineage {stack.lineage}'"):
             assert needle in text, text
         wait_until("stale in the metrics file",
                    lambda: 'code="stale"' in prom.read_text(), 10)
@@ -154,3 +159,52 @@ def test_stale_cert_alert_mail_metrics_and_quiet_restart(stack: Stack, notify: N
         assert len(resolved["checks"]) == 3 and len(again.named("alert")) == 1
     wait_until("the all-clear mail", lambda: "resolved: 3 checks ok again" in mailbox(stack)
                .read_text(), 20)
+
+
+def test_refused_renewal_is_one_deploy_check_not_stale(pebble: Pebble,
+                                                       notify: NotifySocket) -> None:
+    """Staged mode: a renewal whose key does not match its certificate is refused by the
+    hook, so Postfix rightly keeps serving the previous certificate. The daemon expects
+    that leaf (no ``stale``, no "postfix reload" advice, also once ``settle_delay`` has
+    passed) and raises one ``deploy_refused`` check for the lineage, a warning naming the
+    hook's message and the command to re-run, alerted once; the metric shows it."""
+    settle = 2.0
+    with staged_bed(pebble, daemon={**FAST, "settle_delay": settle}) as bed:
+        stack = bed.stack
+        prom = stack.base / "certwatch.prom"
+        cfg = stack.write_config(  # staged_bed's sections, plus metrics
+            probe={"cafile": str(stack.base / "cafile.pem")},
+            alert={"mail_to": ["postmaster@example.test"],
+                   "sendmail_command": [str(stack.base / "sendmail")]},
+            daemon={**FAST, "settle_delay": settle}, metrics={"textfile": str(prom)})
+        with running_daemon(cfg, notify) as d:
+            notify.wait_for("READY", timeout=30)
+            chain, _ = bed.good_leaf()
+            bc.renew_with(stack.lineage, fullchain=chain, privkey=bc.key_pem(bc.ec_key()))
+            renewed = time.monotonic()
+            hook = run_hook(stack)
+            assert log_line(hook)["outcome"] == "refused", hook.stdout + hook.stderr
+            d.wait_event("deploy_record", lambda e: e["outcome"] == "refused", timeout=10)
+            d.wait_event("check", lambda e: e["trigger"] == "deploy_record", timeout=10)
+            time.sleep(max(0.0, renewed + settle + 0.5 - time.monotonic()))
+            mark = len(d.events)
+            d.signal(signal.SIGHUP)  # a probe cycle after the settle delay
+            d.wait_event("check", lambda e: e["trigger"] == "reload", after=mark, timeout=10)
+            alert = d.wait_event("alert", timeout=10)
+            wait_until("deploy_failed in the metrics file", lambda: prom.exists() and
+                       'postfix_certwatch_deploy_failed{lineage="mail.example.test"} 1'
+                       in prom.read_text(), 10)
+            assert d.stop() == 0
+        probes = [e for e in d.named("probe") if e["trigger"] in ("deploy_record", "reload")]
+        assert len(probes) == 6
+        for e in probes:
+            assert (e["status"], e["codes"], e["leaf_sha256"]) == ("ok", [], bed.served), e
+            assert e["expected_sha256"] == [bed.served]
+        assert not [e for e in d.named("probe") if "stale" in e["codes"]]
+        assert d.named("alert") == [alert]
+        assert (alert["problem"], alert["status"], alert["checks"]) == (
+            "deploy_refused", "warning", ["deploy mail.example.test"])
+        text = bed.mailbox.read_text().split("ARGS: ")[-1]  # the daemon's mail, after the hook's
+        assert "renewal not deployed: refused:" in text and "does not match" in text, text
+        assert f"postfix-deploy-hook --lineage {stack.lineage}" in text
+        assert "postfix reload" not in text

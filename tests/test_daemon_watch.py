@@ -17,7 +17,7 @@ import structlog
 from structlog.testing import capture_logs
 
 from daemon.notify import Notifier
-from daemon.state import Kind
+from daemon.state import Check, DeployInfo, Kind
 from daemon.watch import Watcher
 from hook import config
 from hook.errors import ConfigError
@@ -64,6 +64,32 @@ def test_failed_deploy_record_alerts_once_and_history_is_not_news(
     assert w.scheduler.get_job("reprobe") is not None
     w.watch()
     assert len([e for e in logs if e["event"] == "alert"]) == 1
+
+
+def test_refusal_severity_follows_the_served_certificate(
+        watcher: tuple[Watcher, list[MutableMapping[str, Any]]]) -> None:
+    """A refused renewal is one ``deploy_refused`` check: a warning while the certificate
+    Postfix still serves has time, critical once that one is expiring soon; its action
+    is to fix what the hook said and re-run it, not a reload."""
+    w, _ = watcher
+    now = w.clock()
+    served = Check(Kind.PROBE, "127.0.0.1:25/starttls", status="ok", lineage="mx.example.org",
+                   sha256="cd" * 32, not_before=now - 60 * 86400, not_after=now + 30 * 86400,
+                   last_run=now)
+    w.state.checks[served.key] = served
+    info = DeployInfo(time=now, outcome="refused", new_sha256="ab" * 32, old_sha256="cd" * 32,
+                      message="refused: the key does not match the certificate")
+    w.state.deploys["mx.example.org"] = info
+    w._judge_deploy("mx.example.org", now, info)
+    check = w.state.checks["deploy mx.example.org"]
+    assert (check.status, check.codes) == ("warning", ("deploy_refused",))
+    assert check.detail.startswith("renewal not deployed: refused: the key does not match")
+    assert "(30.0 days left)" in check.detail
+    assert "postfix-deploy-hook --lineage" in check.action and "postfix reload" not in check.action
+    w._judge_deploy("mx.example.org", now + 25 * 86400, info)  # 5 of 90 days left
+    assert w.state.checks["deploy mx.example.org"].status == "critical"
+    w._judge_deploy("mx.example.org", now + 26 * 86400, None)  # another leaf on disk now
+    assert w.state.checks["deploy mx.example.org"].status == "ok"
 
 
 def test_renew_job_failure_is_alerted(watcher: tuple[Watcher, list[MutableMapping[str, Any]]]) -> None:
@@ -177,3 +203,18 @@ def test_reload_refuses_a_metrics_port_in_use(
         if w.exporter:
             w.exporter.close()
         w.scheduler.shutdown(wait=False)
+
+
+def test_probe_requires_the_names_postfix_presents(stack: Stack) -> None:
+    """The served certificate must cover what Postfix presents it for, as the hook
+    requires: myhostname (covered here) and ``deploy.names``; a missing MX name is a
+    critical ``name_mismatch`` on every service."""
+    cfg = config.load(stack.write_config(deploy={"names": ["mx2.example.test"]}), {})
+    with capture_logs() as logs:
+        w = Watcher(cfg, structlog.get_logger("test"), Notifier({}))
+        w.probe_all()
+    probes = [e for e in logs if e["event"] == "probe"]
+    assert len(probes) == 3
+    for e in probes:
+        assert (e["status"], e["codes"]) == ("critical", ["name_mismatch"])
+        assert "does not cover mx2.example.test" in e["detail"]

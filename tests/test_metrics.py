@@ -32,6 +32,9 @@ def sample_state() -> state.State:
         st.checks[c.key] = c
     st.deploys["mx.example.org"] = state.DeployInfo(time=NOW - 60, outcome="rolled_back",
                                                    last_success=NOW - 60 * 86400)
+    refused = Check(Kind.DEPLOY, "mx.example.org", status="warning", codes=("deploy_rolled_back",),
+                    lineage="mx.example.org", last_run=NOW)
+    st.checks[refused.key] = refused
     return st
 
 
@@ -91,13 +94,14 @@ def test_metrics_endpoint_serves_the_same_text() -> None:
 
 def test_shipped_alerting_rules_pass_promtool(tmp_path: Path) -> None:
     """The rules shipped as package data (expiring, expired, stale, probe failing, deploy
-    failed, daemon stale) are valid and pass their unit tests."""
+    failed as a warning and, once the served certificate expires soon, critical; daemon
+    stale) are valid and pass their unit tests."""
     folder = resources.files("daemon") / "prometheus"
     for name in ("postfix-certwatch.rules.yml", "postfix-certwatch.rules.test.yml"):
         (tmp_path / name).write_text((folder / name).read_text())
     check = subprocess.run(["promtool", "check", "rules", "postfix-certwatch.rules.yml"],
                            cwd=tmp_path, capture_output=True, text=True, check=False)
-    assert check.returncode == 0 and "6 rules found" in check.stdout, check.stdout + check.stderr
+    assert check.returncode == 0 and "7 rules found" in check.stdout, check.stdout + check.stderr
     test = subprocess.run(["promtool", "test", "rules", "postfix-certwatch.rules.test.yml"],
                           cwd=tmp_path, capture_output=True, text=True, check=False)
     assert test.returncode == 0 and "SUCCESS" in test.stdout, test.stdout + test.stderr

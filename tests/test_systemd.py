@@ -1,9 +1,11 @@
 """The systemd units as installed: ``systemd-analyze verify`` is clean and
-``systemd-analyze security --offline=true`` rates the daemon's service at most 1.5."""
+``systemd-analyze security --offline=true`` rates the daemon's service at most 1.5, also
+with the address drop-in install.sh writes."""
 
 from __future__ import annotations
 
 import configparser
+import os
 import re
 import subprocess
 from pathlib import Path
@@ -63,3 +65,37 @@ def test_service_contract_matches_the_daemon(units: Path) -> None:
     assert "kill -HUP $MAINPID" in svc["ExecReload"]
     assert svc["CapabilityBoundingSet"] == "" and svc["NoNewPrivileges"] == "yes"
     assert "/etc/postfix-certwatch/bundles" in svc["InaccessiblePaths"]
+
+
+def test_address_drop_in_opens_postfix_addresses_and_keeps_the_score(tmp_path: Path) -> None:
+    """install.sh allows the daemon the non-loopback addresses Postfix listens on
+    (inet_interfaces and ``host:port`` services in master.cf: it probes them), the
+    resolvers in resolv.conf and ``--allow`` peers, in a drop-in; with it the service
+    still rates at most 1.5."""
+    local = subprocess.run(["hostname", "-I"], capture_output=True, text=True,
+                           check=False).stdout.split()
+    here = [a for a in local if "." in a][:1]  # postconf insists on a local address
+    pf = tmp_path / "postfix"
+    pf.mkdir()
+    (pf / "main.cf").write_text(f"inet_interfaces = {', '.join(['127.0.0.1', *here])}\n")
+    (pf / "master.cf").write_text("smtp inet n - y - - smtpd\n"
+                                  "198.51.100.7:smtps inet n - y - - smtpd\n"
+                                  "[2001:db8::25]:submission inet n - y - - smtpd\n"
+                                  "127.0.0.1:2525 inet n - y - - smtpd\n"
+                                  "pickup unix n - y 60 1 pickup\n")
+    for f in pf.iterdir():  # postconf sleeps if main.cf is younger than 2 s
+        os.utime(f, (f.stat().st_mtime - 10,) * 2)
+    root = tmp_path / "root"
+    (root / "etc").mkdir(parents=True)
+    (root / "etc/resolv.conf").write_text("nameserver 127.0.0.53\nnameserver 192.0.2.53\n")
+    install(root, "--postfix-config", str(pf), "--allow", "203.0.113.9/32")
+    dropin = root / "etc/systemd/system/postfix-certwatch.service.d/10-addresses.conf"
+    allowed = re.findall(r"^IPAddressAllow=(\S+)$", dropin.read_text(), re.M)
+    assert sorted(allowed) == sorted(["198.51.100.7", "2001:db8::25", *here, "192.0.2.53",
+                                      "203.0.113.9/32"])
+    proc = analyze("security", "--offline=true", f"--root={root}",
+                   f"--threshold={int(MAX_EXPOSURE * 10)}", "postfix-certwatch.service")
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert "allow list with non-localhost entries" in proc.stdout
+    match = re.search(r"Overall exposure level for postfix-certwatch.service: (\d+\.\d)", proc.stdout)
+    assert match and float(match.group(1)) <= MAX_EXPOSURE, proc.stdout
