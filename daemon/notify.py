@@ -1,31 +1,33 @@
-"""Talk to systemd: ``sd_notify`` datagrams and the watchdog interval.
+"""Talk to systemd: ``sd_notify`` datagrams (through ``sdnotify``) and the watchdog interval.
 
-A few lines of our own instead of the ``sdnotify`` package (0.3.2, 2018, Python 2 era),
-which cannot do what the daemon needs: it ignores ``WATCHDOG_USEC``/``WATCHDOG_PID`` (the
-heartbeat interval is ours to compute anyway), reads ``os.environ`` only (no injected
-environment for tests), encodes as latin-1 and hides every failure behind a bare
-``except:`` (a ``STATUS=`` it cannot encode, or a missing socket, is silently dropped),
-so ``send`` could not report whether systemd got ``READY=1``. ``EXTEND_TIMEOUT_USEC=``
-and ``RELOADING=1`` are plain fields here. Without ``NOTIFY_SOCKET`` (not run by systemd)
-every call is a no-op, so the daemon runs the same under systemd, in a terminal and in
-tests.
+The ``sdnotify`` package sends the datagrams. Around it: it ignores ``WATCHDOG_USEC`` and
+``WATCHDOG_PID`` (the heartbeat interval is computed here), encodes as latin-1 (we send
+ASCII, escaping anything else) and, unless ``debug=True``, hides every failure; with
+``debug=True`` we see them, so ``send`` can report whether systemd got ``READY=1``.
+``EXTEND_TIMEOUT_USEC=`` and ``RELOADING=1`` are plain fields. Without ``NOTIFY_SOCKET``
+(not run by systemd) every call is a no-op, so the daemon runs the same under systemd,
+in a terminal and in tests.
 """
 
 from __future__ import annotations
 
 import contextlib
 import os
-import socket
 from collections.abc import Mapping
+from typing import Any
 
 
 class Notifier:
     """Send ``KEY=value`` lines to ``$NOTIFY_SOCKET`` (a path, or ``@abstract``)."""
 
     def __init__(self, environ: Mapping[str, str]) -> None:
-        addr = environ.get("NOTIFY_SOCKET", "")
-        self.address: str | None = ("\0" + addr[1:]) if addr.startswith("@") else (addr or None)
-        self._sock: socket.socket | None = None
+        self.address: str | None = environ.get("NOTIFY_SOCKET") or None
+        self._sd: Any = None
+        if self.address is not None:
+            import sdnotify  # noqa: PLC0415 - only under systemd
+
+            with contextlib.suppress(Exception):  # debug=True: connect errors raise here
+                self._sd = sdnotify.SystemdNotifier(debug=True)
 
     @property
     def enabled(self) -> bool:
@@ -33,13 +35,11 @@ class Notifier:
 
     def send(self, **fields: str) -> bool:
         """Send one datagram (``READY="1"``, ``STATUS="..."``); False if it could not."""
-        if self.address is None:
+        if self._sd is None:
             return False
         text = "\n".join(f"{k}={v}" for k, v in fields.items())
         try:
-            if self._sock is None:
-                self._sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM | socket.SOCK_CLOEXEC)
-            self._sock.sendto(text.encode(), self.address)
+            self._sd.notify(text.encode("ascii", "backslashreplace").decode("ascii"))
         except OSError:
             return False
         return True
@@ -60,10 +60,11 @@ class Notifier:
         return self.send(RELOADING="1", STATUS="reloading the configuration")
 
     def close(self) -> None:
-        if self._sock is not None:
+        sock = getattr(self._sd, "socket", None)
+        if sock is not None:
             with contextlib.suppress(OSError):
-                self._sock.close()
-            self._sock = None
+                sock.close()
+        self._sd = None
 
 
 def watchdog_interval(environ: Mapping[str, str], pid: int | None = None) -> float | None:
