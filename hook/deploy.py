@@ -46,6 +46,7 @@ from hook.config import Config, DaneMode
 from hook.errors import BundleError, ConfigError, Error, PostfixError
 from hook.lineage import Lineage, previous_version, reuses_key
 from hook.postfix import Postfix, run_on_pty
+from hook.probe import probe
 from hook.verdict import Code, Problem, Status
 
 if TYPE_CHECKING:
@@ -61,6 +62,9 @@ class Outcome(StrEnum):
     WOULD_DEPLOY = "would_deploy"
     SKIPPED = "skipped"
     REFUSED = "refused"
+    REFUSED_IN_PLACE = "refused_in_place"
+    """Refused, but Postfix reads certbot's files in place: new smtpd processes are
+    already loading the refused files. Not "nothing changed": act now."""
     ROLLED_BACK = "rolled_back"
     ROLLBACK_FAILED = "rollback_failed"
 
@@ -113,7 +117,7 @@ class Validation:
 
 def postfix_for(config: Config) -> Postfix:
     return Postfix(config.postfix.config_directory, config.postfix.reload_command,
-                   config.postfix.probe_host)
+                   config.postfix.probe_host, config.postfix.command_timeout)
 
 
 LOCK_WAIT = 600.0
@@ -345,14 +349,15 @@ def dane_gate(config: Config, lineage: Lineage, use: discover.Usage, new: bundle
     return Gate(result, names, tuple(warnings), (*notes, *result.notes))
 
 
-def _dane_unchanged(use: discover.Usage, config: Config) -> str:
+def _dane_unchanged(use: discover.Usage, config: Config, lineage: Lineage) -> str:
     if use.mode is discover.Mode.IN_PLACE:
         return ("; Postfix reads certbot's files in place, so the old pair cannot be kept: "
-                "Postfix loads the new certificate at its next reload or restart and DANE "
-                "senders will then defer mail; publish the records now, and run 'renew-check "
-                "adopt' so that from the next renewal on the hook can keep the old certificate "
-                "served until they match")
-    return _unchanged(use, config)
+                "every smtpd process Postfix starts from now on (no reload needed) already "
+                "presents the new certificate, and DANE senders defer mail to it. ACT NOW: "
+                "publish the records above, then run 'renew-check adopt "
+                f"{lineage.live}' so that from the next renewal on the hook can keep the old "
+                "certificate served until they match")
+    return _unchanged(use, config, lineage)
 
 
 # ----------------------------------------------------------------------------- run
@@ -389,8 +394,9 @@ def run(config: Config, lineage: Lineage, *, dry_run: bool = False,
         if checked.fixes and not dry_run:
             perms.apply(lineage, checked.fixes)  # tightening a key is always safe
         return replace(base, problems=checked.problems, timings=clock.total(),
+                       outcome=_refused(use),
                        message=f"refused: {checked.problems[0]}"
-                               f"{_unchanged(use, config)}"
+                               f"{_unchanged(use, config, lineage)}"
                                + (f" (+{len(checked.problems) - 1} more)"
                                   if len(checked.problems) > 1 else ""))
     new = checked.bundle
@@ -409,8 +415,9 @@ def run(config: Config, lineage: Lineage, *, dry_run: bool = False,
         critical = [p for p in gate.problems if p.status is Status.CRITICAL]
         critical.sort(key=lambda p: p.code is not Code.DANE_MISMATCH)
         return replace(base, problems=tuple(str(p) for p in critical), timings=clock.total(),
+                       outcome=_refused(use),
                        message=f"refused by the DANE gate: {critical[0]}"
-                               f"{_dane_unchanged(use, config)}"
+                               f"{_dane_unchanged(use, config, lineage)}"
                                + (f" (+{len(critical) - 1} more)" if len(critical) > 1 else ""))
 
     # Preflight: Postfix must be running and its configuration sound before we change anything.
@@ -420,7 +427,7 @@ def run(config: Config, lineage: Lineage, *, dry_run: bool = False,
         _require_running(config, use)
     except PostfixError as exc:
         return replace(base, timings=clock.total(),
-                       message=f"refused before any change: {exc}{_unchanged(use, config)}")
+                       message=f"refused before any change: {exc}{_unchanged(use, config, lineage)}")
     clock.lap("status")
 
     anchors = (trust.plan(config.trust, config.deploy.state_dir, lineage.name, new.chain)
@@ -433,34 +440,42 @@ def run(config: Config, lineage: Lineage, *, dry_run: bool = False,
                                f"({use.mode.value}); the real run's checks pass"
                                + gate.summary)
 
-    # Apply.
+    # Apply, reload, prove. From the first write on, ANY failure (a Postfix command, a
+    # timeout, a bug) puts the previous files back, reloads and proves: never a bare exit
+    # with unproven files installed.
     gid = group_id(config)
     perms.apply(lineage, checked.fixes)
-    staged_before = {s.path: _snapshot(s.path) for s in use.staged}
-    sni_backup: dict[Path, tuple[bytes, int] | None] = {}
+    before = _Before({s.path: _snapshot(s.path) for s in use.staged}, {},
+                     _served_sni(use, config))
     try:
         install.install_files([(s.path, new.file_for(s.kind.value)) for s in use.staged],
                               mode=perms.key_mode(gid), gid=gid)
         for sni in use.sni_maps:
-            sni_backup[sni.db] = _read_optional(sni.db)
+            before.sni[sni.db] = _read_optional(sni.db)
             _postmap(config, sni.spec)
-    except (PostfixError, OSError) as exc:  # e.g. disk full: put back what was written
-        _restore_sni(sni_backup)
-        _restore_staged(staged_before)
-        return replace(base, timings=clock.total(),
-                       message=f"refused: installing failed, previous files restored: {exc}")
+            protect_db(sni.db, perms.key_mode(gid), gid)
+    except Exception as exc:  # e.g. disk full: put back what was written, nothing reloaded
+        try:
+            _restore_sni(before.sni, perms.key_mode(gid), gid)
+            _restore_staged(before.staged)
+        except Exception as again:  # reported, not raised
+            return replace(base, outcome=Outcome.ROLLBACK_FAILED, timings=clock.total(),
+                           message=f"installing failed ({_why(exc)}) and restoring the previous "
+                                   f"files failed too ({_why(again)}): check "
+                                   f"{', '.join(str(p) for p in [*before.staged, *before.sni])}")
+        return replace(base, outcome=_refused(use), timings=clock.total(),
+                       message=f"refused: installing failed, previous files restored: "
+                               f"{_why(exc)}")
     clock.lap("apply")
 
-    # Reload and prove.
     try:
         postfix.reload()
         clock.lap("reload")
-        _prove(use, new.leaf_sha256, config)
+        _prove(use, new.leaf_sha256, config, new.leaf)
         clock.lap("prove")
-    except PostfixError as exc:
+    except Exception as exc:  # every failure after a write is rolled back
         clock.lap("prove")
-        return _rollback(base, postfix, use, old_sha, staged_before, sni_backup, config, str(exc),
-                         clock)
+        return _rollback(base, postfix, use, old_sha, before, config, _why(exc), clock)
     warnings = list(base.warnings)
     if anchors is not None:
         result = trust.apply(anchors, config.deploy.state_dir, lineage.name)
@@ -473,10 +488,25 @@ def run(config: Config, lineage: Lineage, *, dry_run: bool = False,
                            f"{served or 'no TLS service'}{gate.summary}")
 
 
-def _unchanged(use: discover.Usage, config: Config) -> str:
+def _refused(use: discover.Usage) -> Outcome:
+    """A refusal leaves the old pair served, except when Postfix reads certbot's files in
+    place: those ARE the refused files, and each new smtpd process loads them."""
+    return Outcome.REFUSED_IN_PLACE if use.mode is discover.Mode.IN_PLACE else Outcome.REFUSED
+
+
+def _unchanged(use: discover.Usage, config: Config, lineage: Lineage) -> str:
     if use.mode is discover.Mode.IN_PLACE:
-        return ("; Postfix reads these files in place, so it would load the broken pair on its "
-                "next restart or reload (run 'renew-check adopt' to stage them instead)")
+        prev = [p for p in (previous_version(lineage, "fullchain"),
+                            previous_version(lineage, "privkey")) if p is not None]
+        back = (f"point {lineage.fullchain} and {lineage.privkey} back at "
+                f"{' and '.join(str(p) for p in prev)}" if len(prev) == 2 else
+                f"put a good pair back in {lineage.live}")
+        return ("; Postfix reads these files in place, so nothing could be kept: every smtpd "
+                "process Postfix starts from now on (no reload needed) loads this pair, and "
+                "TLS on new connections may be failing right now. ACT NOW: fix the lineage "
+                f"(or {back}), run 'postfix-deploy-hook --lineage {lineage.live}', then "
+                f"'renew-check adopt {lineage.live}' so that Postfix reads files the hook "
+                "stages and a bad renewal can never reach it again")
     if use.mode is discover.Mode.STAGED:
         return f"; {', '.join(str(s.path) for s in use.staged)} unchanged, Postfix keeps serving it"
     return "; the SNI table is unchanged"
@@ -504,18 +534,42 @@ def _plan(config: Config, use: discover.Usage, new: bundle_mod.Bundle, checked: 
     return tuple(steps)
 
 
-def _prove(use: discover.Usage, sha: str, config: Config) -> None:
-    proof = prove.served(use.services, sha, config)
+def _sni_names(use: discover.Usage) -> tuple[str, ...]:
+    return tuple(n for m in use.sni_maps for n in m.names if not n.startswith("."))
+
+
+def _prove(use: discover.Usage, sha: str, config: Config,
+           leaf: x509.Certificate | None) -> None:
+    """Every service and SNI name of the lineage serves ``sha`` (``leaf``: its certificate,
+    so the probes ask for its key type when RSA and ECDSA are served side by side)."""
+    proof = prove.served(use.services, sha, config, leaf=leaf)
     if not proof.ok:
         raise PostfixError(f"proof failed: {proof.message}")
-    sni_services = use.tls_services[:1]
-    for m in use.sni_maps:
-        for name in m.names:
-            if name.startswith("."):
-                continue
-            proof = prove.served(sni_services, sha, config, servername=name)
-            if not proof.ok:
-                raise PostfixError(f"proof failed: {proof.message}")
+    for name in _sni_names(use):
+        proof = prove.served(use.tls_services[:1], sha, config, servername=name, leaf=leaf)
+        if not proof.ok:
+            raise PostfixError(f"proof failed: {proof.message}")
+
+
+def _served_sni(use: discover.Usage, config: Config) -> dict[str, str | None]:
+    """What each SNI name serves before the change (one probe each): the rollback proves
+    it is served again. In SNI-only mode there is no staged file to read it from."""
+    if not use.tls_services:
+        return {}
+    out: dict[str, str | None] = {}
+    for name in _sni_names(use):
+        result = probe(prove.target_for(use.tls_services[0], name),
+                             timeout=config.probe.timeout)
+        out[name] = prove.served_sha256(result)
+    return out
+
+
+def _why(exc: BaseException) -> str:
+    """A failure in words: Postfix's own errors as they are, anything else (a bug, an
+    unexpected OSError) with its type, so an alert never says just "1"."""
+    if isinstance(exc, Error):
+        return str(exc)
+    return f"unexpected {type(exc).__name__}: {exc}"
 
 
 def _require_running(config: Config, use: discover.Usage) -> None:
@@ -533,7 +587,7 @@ def _require_running(config: Config, use: discover.Usage) -> None:
 
 def _postmap(config: Config, spec: str) -> None:
     argv = ["postmap", "-F", "-c", str(config.postfix.config_directory), spec]
-    res = run_on_pty(argv)
+    res = run_on_pty(argv, config.postfix.command_timeout)
     if not res.ok:
         raise PostfixError(f"'{' '.join(argv)}' failed (exit {res.returncode})", res.output)
 
@@ -545,13 +599,27 @@ def _read_optional(path: Path) -> tuple[bytes, int] | None:
         return None
 
 
-def _restore_sni(backup: dict[Path, tuple[bytes, int] | None]) -> None:
+def protect_db(path: Path, mode: int, gid: int | None) -> None:
+    """``postmap -F`` copies the key files (base64) into the table, and the table gets the
+    source file's mode (often 0644): make it as private as a key (``fchmod`` on an
+    ``O_NOFOLLOW`` descriptor). smtpd opens the table before it drops privileges."""
+    fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
+    try:
+        if gid is not None:
+            os.fchown(fd, -1, gid)
+        os.fchmod(fd, mode)
+    finally:
+        os.close(fd)
+
+
+def _restore_sni(backup: dict[Path, tuple[bytes, int] | None], mode: int, gid: int | None) -> None:
+    """Put each SNI table back as it was (it holds keys: written ``mode``, never wider)."""
     for path, saved in backup.items():
         if saved is None:
             with contextlib.suppress(FileNotFoundError):
                 path.unlink()
         else:
-            install.atomic_write(path, saved[0], mode=saved[1])
+            install.atomic_write(path, saved[0], mode=saved[1] & mode, gid=gid)
 
 
 def _snapshot(path: Path) -> tuple[bytes, int, int] | None:
@@ -579,10 +647,25 @@ def _restore_staged(before: dict[Path, tuple[bytes, int, int] | None]) -> bool:
     return ok
 
 
+@dataclass(frozen=True)
+class _Before:
+    """What the rollback puts back and proves: staged files (bytes, mode, group), SNI
+    tables (filled as they are rebuilt), and what each SNI name served."""
+
+    staged: dict[Path, tuple[bytes, int, int] | None]
+    sni: dict[Path, tuple[bytes, int] | None]
+    sni_served: dict[str, str | None]
+
+    def old_leaf(self) -> x509.Certificate | None:
+        for path, saved in self.staged.items():
+            if saved is not None and b"CERTIFICATE" in saved[0]:
+                with contextlib.suppress(BundleError):
+                    return bundle_mod.parse_chain(saved[0], str(path))[0]
+        return None
+
+
 def _rollback(report: Report, postfix: Postfix, use: discover.Usage, old_sha: str | None,
-              before: dict[Path, tuple[bytes, int, int] | None],
-              sni_backup: dict[Path, tuple[bytes, int] | None],
-              config: Config, why: str, clock: _Clock) -> Report:
+              before: _Before, config: Config, why: str, clock: _Clock) -> Report:
     def failed(message: str) -> Report:
         return replace(report, outcome=Outcome.ROLLBACK_FAILED, message=message,
                        timings=clock.total())
@@ -590,19 +673,39 @@ def _rollback(report: Report, postfix: Postfix, use: discover.Usage, old_sha: st
     if use.mode is discover.Mode.IN_PLACE:
         return failed(f"{why}; Postfix reads certbot's files in place, so there is nothing to "
                       "roll back to: fix the lineage and reload Postfix now")
-    _restore_sni(sni_backup)
-    if use.staged and (old_sha is None or not _restore_staged(before)):
-        return failed(f"{why}; no previous bundle to restore at {use.bundle_path}")
+    gid = group_id(config)
     try:
+        _restore_sni(before.sni, perms.key_mode(gid), gid)
+        if use.staged and (old_sha is None or not _restore_staged(before.staged)):
+            return failed(f"{why}; no previous bundle to restore at {use.bundle_path}")
         postfix.reload()
-        if old_sha is not None:
-            _prove(use, old_sha, config)
-    except PostfixError as exc:
-        return failed(f"{why}; rollback failed too: {exc}")
+        proven = []
+        if use.services and old_sha is not None:
+            proof = prove.served(use.services, old_sha, config, leaf=before.old_leaf())
+            if not proof.ok:
+                raise PostfixError(f"proof failed: {proof.message}")
+            proven.append(f"the previous certificate {old_sha[:16]} is served again on "
+                          f"{len(use.services)} service(s)")
+        unproven = []
+        for name in _sni_names(use):
+            sha = before.sni_served.get(name)
+            if sha is None:
+                unproven.append(name)
+                continue
+            proof = prove.served(use.tls_services[:1], sha, config, servername=name)
+            if not proof.ok:
+                raise PostfixError(f"proof failed: {proof.message}")
+            proven.append(f"SNI {name} serves {sha[:16]} again (as before the deploy)")
+    except Exception as exc:  # the report says it; the caller alerts
+        return failed(f"{why}; rollback failed too: {_why(exc)}")
     clock.lap("rollback")
+    restored = ", ".join(str(p) for p in [*before.staged, *before.sni]) or "nothing"
+    said = "; ".join(proven) if proven else "nothing could be proven"
+    if unproven:
+        said += (f"; SNI {', '.join(unproven)} served no certificate before the deploy either, "
+                 "so what it serves now is not proven")
     return replace(report, outcome=Outcome.ROLLED_BACK, timings=clock.total(),
-                   message=f"{why}; rolled back: the previous certificate "
-                           f"{(old_sha or '')[:16]} is served again")
+                   message=f"{why}; rolled back ({restored} restored, Postfix reloaded): {said}")
 
 
 def _staged_sha256(use: discover.Usage) -> str | None:
@@ -624,6 +727,11 @@ def write_record(state_dir: Path, report: Report) -> Path:
     stamp = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime())
     path = records / f"{stamp}-{os.getpid()}-{report.lineage}.json"
     record = {"time": time.time(), **report.as_record()}
+    if report.outcome is Outcome.REFUSED_IN_PLACE:
+        # The daemon (daemon/watch.py, daemon/metrics.py) knows "refused" and would count
+        # an outcome it does not know as OK: keep "refused" there until it learns this one.
+        record["outcome"] = Outcome.REFUSED.value
+        record["outcome_detail"] = Outcome.REFUSED_IN_PLACE.value
     install.atomic_write(path, json.dumps(record, indent=2).encode() + b"\n", mode=0o644)
     return path
 
