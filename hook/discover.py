@@ -11,6 +11,7 @@ Postfix reads our bundle for it, *in place* when Postfix reads certbot's
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
 from dataclasses import dataclass
 from enum import StrEnum
 from pathlib import Path
@@ -94,14 +95,31 @@ def staged_paths(bundle_dir: Path, lineage: Lineage) -> dict[Path, Kind]:
             bundle_dir / f"{lineage.name}.key": Kind.KEY}
 
 
-def _files(value: str) -> list[str]:
+def files_of(value: str) -> list[str]:
+    """The file names in a Postfix list value (commas and/or white space)."""
     return [v for v in value.replace(",", " ").split() if v]
+
+
+_files = files_of
 
 
 def _points_at(file: str, roots: tuple[str, ...]) -> bool:
     real = os.path.realpath(file)
     return any(file == r or file.startswith(r + "/") or real == r or real.startswith(r + "/")
                for r in roots)
+
+
+def lineage_roots(lineage: Lineage) -> tuple[str, ...]:
+    """The lineage's ``live/`` and ``archive/`` directories, as given and resolved."""
+    return tuple(dict.fromkeys(
+        str(p) for base in (lineage.live, lineage.archive) for p in (base, Path(os.path.realpath(base)))
+    ))
+
+
+def belongs_to(lineage: Lineage, bundle_dir: Path) -> Callable[[str], bool]:
+    """``ours(path)``: is a configured file the lineage's (certbot's or the staged copy)?"""
+    roots = lineage_roots(lineage) + tuple(str(p) for p in staged_paths(bundle_dir, lineage))
+    return lambda path: bool(path) and _points_at(path, roots)
 
 
 def effective_files(params: dict[str, str], overrides: dict[str, str]) -> dict[str, str]:
@@ -164,9 +182,7 @@ def usage(postfix: Postfix, lineage: Lineage, bundle_dir: Path) -> Usage:
     bundle = bundle_path(bundle_dir, lineage)
     owned = staged_paths(bundle_dir, lineage)
     bundle_roots = tuple(str(p) for p in owned)
-    lineage_roots = tuple(dict.fromkeys(
-        str(p) for base in (lineage.live, lineage.archive) for p in (base, Path(os.path.realpath(base)))
-    ))
+    roots = lineage_roots(lineage)
     refs: list[str] = []
     staged: dict[Path, Kind] = {}
     in_place = False
@@ -182,7 +198,7 @@ def usage(postfix: Postfix, lineage: Lineage, bundle_dir: Path) -> Usage:
                     path = Path(f)
                     staged[path] = owned.get(path, Kind.CHAIN)
                     refs.append(f"{where}{name} = {f}")
-                elif _points_at(f, lineage_roots):
+                elif _points_at(f, roots):
                     in_place = hit = True
                     refs.append(f"{where}{name} = {f}")
         return hit
@@ -197,7 +213,7 @@ def usage(postfix: Postfix, lineage: Lineage, bundle_dir: Path) -> Usage:
         elif global_hit:
             users.append(svc)
     refs = list(dict.fromkeys(refs))
-    sni = _sni_maps(params.get("tls_server_sni_maps", ""), lineage_roots + bundle_roots, refs)
+    sni = _sni_maps(params.get("tls_server_sni_maps", ""), roots + bundle_roots, refs)
     if staged:
         mode = Mode.STAGED
     elif in_place:
