@@ -75,6 +75,8 @@ class Code(StrEnum):
     CLIENT_TLS_LEVEL = "client_tls_level"
     CLIENT_NO_CAFILE = "client_no_cafile"
     CLIENT_CERT_EKU = "client_cert_eku"
+    LINEAGE_IN_PLACE = "lineage_in_place"
+    SNI_TABLE_EXPOSED = "sni_table_exposed"
 
 
 @dataclass(frozen=True)
