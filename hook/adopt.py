@@ -45,12 +45,7 @@ class AdoptResult:
 
 def needs_split(postfix: Postfix) -> bool:
     """Postfix < 3.4 has no ``smtpd_tls_chain_files``."""
-    version = postfix.postconf("-h", "mail_version").strip()
-    try:
-        major, minor = (int(x) for x in version.split(".")[:2])
-    except ValueError:
-        return False
-    return (major, minor) < (3, 4)
+    return not postfix.has_chain_files()
 
 
 def _backup(path: Path, stamp: str) -> Path | None:

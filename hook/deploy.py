@@ -387,6 +387,13 @@ def run(config: Config, lineage: Lineage, *, dry_run: bool = False,
         return replace(base, message=f"refused: {exc}", problems=(str(exc),), timings=clock.total())
     clock.lap("validate")
     old_sha = _staged_sha256(use)
+    split = {s.kind for s in use.staged} >= {discover.Kind.CERT, discover.Kind.KEY}
+    if split and postfix.has_chain_files():
+        checked = replace(checked, warnings=(*checked.warnings, (
+            f"{', '.join(str(s.path) for s in use.staged)}: separate certificate and key files "
+            "cannot be replaced in one atomic step (an smtpd starting between the two renames "
+            "loads a mixed pair); this Postfix reads smtpd_tls_chain_files: run 'renew-check "
+            f"adopt {lineage.live}' to switch to one key+chain bundle")))
     base = replace(base, old_sha256=old_sha, warnings=checked.warnings)
     if checked.bundle is not None:
         base = replace(base, new_sha256=checked.bundle.leaf_sha256)
@@ -478,9 +485,12 @@ def run(config: Config, lineage: Lineage, *, dry_run: bool = False,
         return _rollback(base, postfix, use, old_sha, before, config, _why(exc), clock)
     warnings = list(base.warnings)
     if anchors is not None:
-        result = trust.apply(anchors, config.deploy.state_dir, lineage.name)
-        if not result.ok:
-            warnings.append(f"trust anchors: {result.message}")
+        try:  # the certificate is deployed and proven: a failure here is a warning
+            result = trust.apply(anchors, config.deploy.state_dir, lineage.name)
+            if not result.ok:
+                warnings.append(f"trust anchors: {result.message}")
+        except Exception as exc:  # e.g. OSError writing an anchor file
+            warnings.append(f"trust anchors: {_why(exc)}")
         clock.lap("trust")
     served = ", ".join(labels + tuple(f"SNI {n}" for m in use.sni_maps for n in m.names))
     return replace(base, outcome=Outcome.DEPLOYED, warnings=tuple(warnings), timings=clock.total(),

@@ -188,6 +188,15 @@ class Postfix:
                 return loop.strip("[]")
         return names[0].strip("[]")
 
+    def has_chain_files(self) -> bool:
+        """Postfix >= 3.4 reads ``smtpd_tls_chain_files`` (key + chain in one file)."""
+        version = self.postconf("-h", "mail_version").strip()
+        try:
+            major, minor = (int(x) for x in version.split(".")[:2])
+        except ValueError:
+            return True
+        return (major, minor) >= (3, 4)
+
     # -- control ---------------------------------------------------------------------
     def check(self) -> CommandResult:
         """``postfix check``; raises :class:`PostfixError` with Postfix's own words."""

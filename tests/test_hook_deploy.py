@@ -242,7 +242,8 @@ def test_in_place_mode_refuses_then_deploys_and_fixes_key_permissions(stack: Sta
 
 def test_adopt_split_files_for_older_postfix_then_undo(stack: Stack) -> None:
     """``adopt`` with separate cert/key files (Postfix < 3.4 style) makes Postfix read
-    NAME.crt + NAME.key; the hook deploys a renewal into both; ``undo`` restores main.cf
+    NAME.crt + NAME.key; the hook deploys a renewal into both (warning that this Postfix
+    could use one bundle without the mixed-pair window); ``undo`` restores main.cf
     byte for byte and Postfix reads certbot's files in place again."""
     cfg = config.load(stack.config_file, {})
     main_cf = stack.postfix.config_dir / "main.cf"
@@ -262,6 +263,8 @@ def test_adopt_split_files_for_older_postfix_then_undo(stack: Stack) -> None:
     assert set(served_all(stack)) == {new}
     assert fingerprint(parse_chain(crt.read_bytes(), str(crt))[0]) == new
     assert b"PRIVATE KEY" in key.read_bytes() and b"CERTIFICATE" not in key.read_bytes()
+    record = json.loads(sorted((stack.state_dir / "deploys").glob("*.json"))[-1].read_text())
+    assert any("switch to one key+chain bundle" in w for w in record["warnings"])  # 3.7 here
 
     adopt.undo(cfg)
     assert main_cf.read_bytes() == original
