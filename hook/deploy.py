@@ -15,8 +15,13 @@
 * **apply**: fix permissions (``fchmod`` on ``O_NOFOLLOW`` descriptors), write the staged
   files atomically (previous kept as ``.prev``), rebuild SNI tables with ``postmap -F``.
 * **reload / prove**: reload, then probe every TLS service until it serves the new leaf.
-* **rollback**: put the previous staged files and SNI tables back, reload, prove the old
-  leaf. Trust anchors are imported only after a successful proof (opt-in).
+* **rollback**: on ANY failure once a file changed (a Postfix command, a reload killed
+  after ``postfix.command_timeout``, an exception in the hook): put the previous staged
+  files and SNI tables back, reload, prove the old leaf (by key type) and what each SNI
+  name served before. Trust anchors are imported only after a successful proof (opt-in).
+* **in place** (Postfix reads certbot's ``live/``): nothing can be held back, since new
+  smtpd processes load renewed files without a reload; a refusal is ``refused_in_place``
+  (exit 7, act now), not ``refused`` (exit 3, old certificate still served).
 
 ``--dry-run`` stops after ``plan``: nothing is written, reloaded or imported, and the
 report says what the real run would do and whether it would succeed. Every stage returns

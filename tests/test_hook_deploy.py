@@ -277,7 +277,8 @@ def test_sni_map_is_rebuilt_with_postmap_and_proven(stack: Stack) -> None:
     """A second lineage served only through ``tls_server_sni_maps``: after a certbot
     renewal the hook rebuilds the table with ``postmap -F``, reloads, and the SNI name
     serves the new leaf while the default certificate is unchanged. The table, which holds
-    the keys, was 0644 like its source (the audit flags it) and is 0600 afterwards."""
+    the keys, was 0644 like its source (the audit flags it) and is 0600 afterwards. A
+    failed reload rolls the table back and proves what the SNI name served before."""
     sni_live = stack.certbot.issue(name="sni.example.test")
     source = stack.postfix.config_dir / "sni"
     source.write_text(f"# SNI\nsni.example.test {sni_live}/privkey.pem\n"
@@ -310,6 +311,20 @@ def test_sni_map_is_rebuilt_with_postmap_and_proven(stack: Stack) -> None:
     assert any(s.startswith(f"postmap -F hash:{source}") for s in record["steps"])
     assert stat.S_IMODE(db.stat().st_mode) == 0o600
     assert audit.check_sni_tables(tls) == []
+
+    # A reload that fails once: the table is restored (still 0600) and the rollback proves
+    # that the SNI name serves what it served before the run, instead of claiming it.
+    flag, script = stack.base / "failed-once", stack.base / "reload-fails-once"
+    script.write_text(f"#!/bin/sh\nif [ ! -e {flag} ]; then touch {flag}; exit 1; fi\n"
+                      f"exec postfix -c {stack.postfix.config_dir} reload\n")
+    script.chmod(0o755)
+    cfg = stack.write_config(stack.base / "fails-once.toml",
+                             postfix={"reload_command": [str(script)]})
+    result = run_hook(stack, sni_live, config=cfg)
+    assert result.returncode == 4, result.stderr
+    assert f"SNI sni.example.test serves {new[:16]} again (as before the deploy)" in result.stderr
+    assert stat.S_IMODE(db.stat().st_mode) == 0o600
+    assert sni_sha() == new
 
 
 def test_deploy_imports_intermediates_into_os_trust_anchors_when_enabled(bed: Bed) -> None:
