@@ -5,7 +5,9 @@
     discover ─▶ validate ─▶ DANE gate ─▶ preflight ─▶ plan ─▶ apply ─▶ reload ─▶ prove
                                                              ─▶ (rollback) ─▶ trust anchors
 
-* **discover**: is the lineage used (main.cf, master.cf ``-o``, ``tls_server_sni_maps``)?
+* **discover**: is the lineage used (main.cf, master.cf ``-o``, ``tls_server_sni_maps``),
+  by the primary instance or by any postmulti instance (``multi_instance_directories``)?
+  Every instance that uses it is checked, reloaded and proven.
 * **validate**: parse both files, pair key and leaf, chain order and signatures, trust
   (``cryptography.x509.verification``), dates, names, key strength, file permissions.
 * **DANE gate** (:mod:`hook.dane`, ``dns.dane``): do the DNSSEC-validated TLSA records of
@@ -373,10 +375,11 @@ def run(config: Config, lineage: Lineage, *, dry_run: bool = False,
     postfix = postfix_for(config)
     main_cf = config.postfix.config_directory / "main.cf"
     try:
-        use = discover.usage(postfix, lineage, config.deploy.bundle_dir)
+        instances = _instances(config, postfix, lineage)
     except PostfixError as exc:
         return Report(Outcome.REFUSED, lineage.name, f"cannot read the Postfix configuration "
                       f"({main_cf}): {exc}", dry_run=dry_run, timings=clock.total())
+    use = discover.merged([u for _, u in instances])
     clock.lap("discover")
     labels = tuple(s.label for s in use.services)
     base = Report(Outcome.REFUSED, lineage.name, "", mode=use.mode.value, dry_run=dry_run,
@@ -434,9 +437,11 @@ def run(config: Config, lineage: Lineage, *, dry_run: bool = False,
 
     # Preflight: Postfix must be running and its configuration sound before we change anything.
     try:
-        postfix.check()
+        for instance, _ in instances:
+            instance.check()
         clock.lap("check")
-        _require_running(config, use)
+        for instance, used in instances:
+            _require_running(instance.config_directory, used.queue_directory)
     except PostfixError as exc:
         return replace(base, timings=clock.total(),
                        message=f"refused before any change: {exc}{_unchanged(use, config, lineage)}")
@@ -444,7 +449,7 @@ def run(config: Config, lineage: Lineage, *, dry_run: bool = False,
 
     anchors = (trust.plan(config.trust, config.deploy.state_dir, lineage.name, new.chain)
                if config.trust.import_anchors else None)
-    steps = _plan(config, use, new, checked, anchors, postfix)
+    steps = _plan(config, use, new, checked, anchors, [p for p, _ in instances])
     base = replace(base, steps=steps)
     if dry_run:
         return replace(base, outcome=Outcome.WOULD_DEPLOY, timings=clock.total(),
@@ -480,14 +485,17 @@ def run(config: Config, lineage: Lineage, *, dry_run: bool = False,
                                f"{_why(exc)}")
     clock.lap("apply")
 
+    def reload() -> None:
+        _reload(config, postfix, instances)
+
     try:
-        postfix.reload()
+        reload()
         clock.lap("reload")
         _prove(use, new.leaf_sha256, config, new.leaf)
         clock.lap("prove")
     except Exception as exc:  # every failure after a write is rolled back
         clock.lap("prove")
-        return _rollback(base, postfix, use, old_sha, before, config, _why(exc), clock)
+        return _rollback(base, reload, use, old_sha, before, config, _why(exc), clock)
     warnings = list(base.warnings)
     if anchors is not None:
         try:  # the certificate is deployed and proven: a failure here is a warning
@@ -528,7 +536,7 @@ def _unchanged(use: discover.Usage, config: Config, lineage: Lineage) -> str:
 
 
 def _plan(config: Config, use: discover.Usage, new: bundle_mod.Bundle, checked: Validation,
-          anchors: trust.AnchorPlan | None, postfix: Postfix) -> tuple[str, ...]:
+          anchors: trust.AnchorPlan | None, postfixes: list[Postfix]) -> tuple[str, ...]:
     gid = group_id(config)
     mode = perms.key_mode(gid)
     steps = [f"fix {f.describe()}" for f in checked.fixes]
@@ -539,8 +547,10 @@ def _plan(config: Config, use: discover.Usage, new: bundle_mod.Bundle, checked: 
         steps.append(f"write {s.path} (mode {mode:04o}{group}, {what}), keeping the current "
                      f"one as {s.path.name}{install.PREV_SUFFIX}")
     steps.extend(f"postmap -F {m.spec} (SNI {', '.join(m.names)})" for m in use.sni_maps)
-    steps.append(" ".join(postfix.reload_command) or
-                 f"postfix -c {config.postfix.config_directory} reload")
+    if config.postfix.reload_command:
+        steps.append(" ".join(config.postfix.reload_command))
+    else:
+        steps.extend(f"postfix -c {p.config_directory} reload" for p in postfixes)
     steps.extend(f"prove {s.label} serves leaf sha256 {new.leaf_sha256}" for s in use.services)
     steps.extend(f"prove SNI {n} serves leaf sha256 {new.leaf_sha256}"
                  for m in use.sni_maps for n in m.names if not n.startswith("."))
@@ -587,15 +597,40 @@ def _why(exc: BaseException) -> str:
     return f"unexpected {type(exc).__name__}: {exc}"
 
 
-def _require_running(config: Config, use: discover.Usage) -> None:
+def _instances(config: Config, postfix: Postfix,
+               lineage: Lineage) -> list[tuple[Postfix, discover.Usage]]:
+    """Every Postfix instance that uses the lineage, the primary first: with
+    ``multi_instance_enable = yes`` (postmulti), each of ``multi_instance_directories``
+    too. The primary's usage stands for all when none uses it (SKIPPED)."""
+    primary = discover.usage(postfix, lineage, config.deploy.bundle_dir)
+    found = [(postfix, primary)]
+    for directory in primary.secondaries:
+        other = Postfix(directory, (), config.postfix.probe_host, config.postfix.command_timeout)
+        found.append((other, discover.usage(other, lineage, config.deploy.bundle_dir)))
+    used = [(p, u) for p, u in found if u.mode is not discover.Mode.UNUSED]
+    return used or found[:1]
+
+
+def _reload(config: Config, postfix: Postfix,
+            instances: list[tuple[Postfix, discover.Usage]]) -> None:
+    """``postfix.reload_command`` once (it must cover every instance, e.g. ``postmulti -p
+    reload``), else ``postfix -c DIR reload`` for each instance that uses the lineage."""
+    if config.postfix.reload_command:
+        postfix.reload()
+        return
+    for instance, _ in instances:
+        instance.reload()
+
+
+def _require_running(config_directory: Path, queue_directory: str) -> None:
     """Is the master process alive (``$queue_directory/pid/master.pid``)? Cheaper than
     ``postfix status`` (another process) and the same test."""
-    pid_file = Path(use.queue_directory or "/var/spool/postfix") / "pid" / "master.pid"
+    pid_file = Path(queue_directory or "/var/spool/postfix") / "pid" / "master.pid"
     try:
         pid = int(pid_file.read_text().strip())
         os.kill(pid, 0)
     except (OSError, ValueError) as exc:
-        raise PostfixError(f"Postfix ({config.postfix.config_directory}) is not running "
+        raise PostfixError(f"Postfix ({config_directory}) is not running "
                            f"({pid_file}: {getattr(exc, 'strerror', None) or exc}); nothing was "
                            "installed: start it, then run the hook again with --lineage") from exc
 
@@ -679,7 +714,8 @@ class _Before:
         return None
 
 
-def _rollback(report: Report, postfix: Postfix, use: discover.Usage, old_sha: str | None,
+def _rollback(report: Report, reload: Callable[[], None], use: discover.Usage,
+              old_sha: str | None,
               before: _Before, config: Config, why: str, clock: _Clock) -> Report:
     def failed(message: str) -> Report:
         return replace(report, outcome=Outcome.ROLLBACK_FAILED, message=message,
@@ -693,7 +729,7 @@ def _rollback(report: Report, postfix: Postfix, use: discover.Usage, old_sha: st
         _restore_sni(before.sni, perms.key_mode(gid), gid)
         if use.staged and (old_sha is None or not _restore_staged(before.staged)):
             return failed(f"{why}; no previous bundle to restore at {use.bundle_path}")
-        postfix.reload()
+        reload()
         proven = []
         if use.services and old_sha is not None:
             proof = prove.served(use.services, old_sha, config, leaf=before.old_leaf())

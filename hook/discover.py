@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from enum import StrEnum
 from pathlib import Path
 
@@ -26,7 +26,8 @@ SERVER_FILE_PARAMS = (
     "smtpd_tls_eccert_file", "smtpd_tls_eckey_file",
     "smtpd_tls_dcert_file", "smtpd_tls_dkey_file",
 )
-OTHER_PARAMS = ("myhostname", "tls_server_sni_maps", "queue_directory")
+OTHER_PARAMS = ("myhostname", "tls_server_sni_maps", "queue_directory", "multi_instance_enable",
+                "multi_instance_directories")
 # postmap -F table types and the file each one writes next to its source
 DB_SUFFIX = {"hash": ".db", "btree": ".db", "lmdb": ".lmdb", "cdb": ".cdb", "dbm": ".db"}
 
@@ -77,11 +78,31 @@ class Usage:
     """Every TLS service (used to prove SNI names)."""
     myhostname: str = ""
     queue_directory: str = ""
+    secondaries: tuple[Path, ...] = ()
+    """The other instances' configuration directories (``multi_instance_directories``
+    when ``multi_instance_enable = yes``; read from the primary only)."""
 
     @property
     def default_cert(self) -> bool:
         """Does Postfix present this lineage without SNI (so it must cover myhostname)?"""
         return bool(self.services)
+
+
+def merged(uses: list[Usage]) -> Usage:
+    """One view of several Postfix instances that use the lineage (postmulti): every
+    service, staged file and SNI table of each; the primary's names. Staged wins over
+    in place (what can be rolled back is), in place over SNI-only."""
+    if len(uses) == 1:
+        return uses[0]
+    modes = {u.mode for u in uses}
+    mode = next(m for m in (Mode.STAGED, Mode.IN_PLACE, Mode.SNI_MAP, Mode.UNUSED) if m in modes)
+    return replace(
+        uses[0], mode=mode,
+        references=tuple(dict.fromkeys(r for u in uses for r in u.references)),
+        services=tuple(s for u in uses for s in u.services),
+        staged=tuple(dict.fromkeys(s for u in uses for s in u.staged)),
+        sni_maps=tuple(dict.fromkeys(m for u in uses for m in u.sni_maps)),
+        tls_services=tuple(s for u in uses for s in u.tls_services))
 
 
 def bundle_path(bundle_dir: Path, lineage: Lineage) -> Path:
@@ -226,4 +247,7 @@ def usage(postfix: Postfix, lineage: Lineage, bundle_dir: Path) -> Usage:
                  staged=tuple(Staged(p, k) for p, k in staged.items()),
                  sni_maps=tuple(sni), tls_services=tuple(tls_services),
                  myhostname=params.get("myhostname", ""),
-                 queue_directory=params.get("queue_directory", ""))
+                 queue_directory=params.get("queue_directory", ""),
+                 secondaries=tuple(Path(d) for d in files_of(
+                     params.get("multi_instance_directories", ""))
+                     if params.get("multi_instance_enable", "") == "yes"))

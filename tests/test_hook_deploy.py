@@ -26,7 +26,7 @@ from hook.probe import Target, probe
 from hook.verdict import Code
 from tests.harness import badcerts as bc
 from tests.harness.hookbed import HOOK, Bed, log_line, run_hook, served_all, staged_bed
-from tests.harness.stack import LO, Pebble, Stack
+from tests.harness.stack import LO, Pebble, PostfixInstance, Stack
 
 
 @pytest.fixture(scope="module")
@@ -421,3 +421,30 @@ def test_lineage_used_by_one_master_cf_service_only(stack: Stack) -> None:
     got = served_all(stack)
     assert got[1] == new
     assert [got[0], got[2]] == others
+
+
+def test_every_postmulti_instance_that_uses_the_lineage_is_reloaded_and_proven(
+        stack: Stack) -> None:
+    """A second Postfix instance (``multi_instance_enable = yes``,
+    ``multi_instance_directories``) that reads the same lineage: a certbot renewal with the
+    hook reloads both instances and proves the new leaf on all six services (three each)."""
+    second = PostfixInstance(stack.base / "postfix2", chain_files=stack.postfix.chain_files)
+    try:
+        second.start()
+        stack.postfix.set_main(multi_instance_enable="yes",
+                               multi_instance_directories=str(second.config_dir))
+        stack.postfix.reload()
+        stack.install_hook()
+        stack.certbot.renew(env=stack.env())
+        record = json.loads(sorted((stack.state_dir / "deploys").glob("*.json"))[-1].read_text())
+        assert record["outcome"] == "deployed", record["message"]
+        assert len(record["services"]) == 6
+        assert {f"{LO}:{p}" for p in second.ports} <= {s.rsplit("/", 1)[0]
+                                                      for s in record["services"]}
+        assert f"postfix -c {second.config_dir} reload" in record["steps"]
+        new = fingerprint(parse_chain((stack.lineage / "cert.pem").read_bytes(), "cert")[0])
+        for port, implicit in zip(second.ports, (False, False, True), strict=True):
+            res = probe(Target(LO, port, implicit_tls=implicit), timeout=5)
+            assert res.handshake is not None and fingerprint(res.handshake.leaf) == new
+    finally:
+        second.stop()
