@@ -155,7 +155,8 @@ def survey(config: Config, *, lineages: Sequence[str] = (), deep: bool | None = 
     roots = [config.certbot.config_dir / "live", config.certbot.config_dir / "archive",
              config.deploy.bundle_dir]
     findings = tuple(audit_mod.audit(tls, files, lineage_roots=roots,
-                                     renewal_conf=lambda p: _renewal_conf(p, config)))
+                                     renewal_conf=lambda p: _renewal_conf(p, config),
+                                     certbot_dir=config.certbot.config_dir))
     if any(s.verdict.deep is not None for s in services):
         # The deep probe says what the servers really accept, with the severity: the
         # configuration lines stay as advice naming the parameter to change.

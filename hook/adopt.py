@@ -7,12 +7,20 @@ and proves. If any of that fails, both files are restored from the backup and Po
 reloaded. Postfix >= 3.4 gets one key+chain file (``smtpd_tls_chain_files``); older
 Postfix (or ``split=True``) gets ``NAME.crt`` + ``NAME.key`` for
 ``smtpd_tls_cert_file``/``smtpd_tls_key_file``. ``undo`` puts the newest backup back.
+
+Only the entries of the adopted lineage change: ``smtpd_tls_chain_files = ec.key, ec.pem,
+rsa.key, rsa.pem`` adopting the RSA lineage becomes ``ec.key, ec.pem, BUNDLE`` (an RSA
+and an ECDSA certificate side by side stay side by side, in order). Both commands hold
+the deploy lock, so they never interleave with a deploy hook run; the staged files are
+snapshotted first and put back, byte for byte, if anything fails.
 """
 
 from __future__ import annotations
 
+import contextlib
 import os
 import time
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -37,12 +45,7 @@ class AdoptResult:
 
 def needs_split(postfix: Postfix) -> bool:
     """Postfix < 3.4 has no ``smtpd_tls_chain_files``."""
-    version = postfix.postconf("-h", "mail_version").strip()
-    try:
-        major, minor = (int(x) for x in version.split(".")[:2])
-    except ValueError:
-        return False
-    return (major, minor) < (3, 4)
+    return not postfix.has_chain_files()
 
 
 def _backup(path: Path, stamp: str) -> Path | None:
@@ -64,7 +67,82 @@ def _restore(backup: Path | None, target: Path) -> None:
         os.utime(target, ns=(st.st_atime_ns, st.st_mtime_ns))
 
 
+LEGACY_PAIRS = (("smtpd_tls_cert_file", "smtpd_tls_key_file"),
+                ("smtpd_tls_eccert_file", "smtpd_tls_eckey_file"),
+                ("smtpd_tls_dcert_file", "smtpd_tls_dkey_file"))
+
+
+def new_settings(effective: Mapping[str, str], ours: Callable[[str], bool],
+                 owned: Mapping[discover.Kind, Path], *, split: bool, where: str) -> dict[str, str]:
+    """The certificate parameters to set in one scope (main.cf, or one master.cf service)
+    so that it reads the staged file(s) for the lineage and everything else as before.
+
+    ``effective``: the scope's :func:`hook.discover.effective_files`; ``ours(path)``: does
+    the file belong to the lineage (its ``live/``/``archive/`` or its staged files)?
+    Without ``split`` the result is one ``smtpd_tls_chain_files`` list in the original
+    order, the lineage's key and certificate file(s) replaced by the bundle where the
+    first of them was (legacy ``*_cert_file``/``*_key_file`` pairs are carried over as
+    ``key, cert`` entries, since a non-empty ``smtpd_tls_chain_files`` hides them)."""
+    chain = discover.files_of(effective.get("smtpd_tls_chain_files", ""))
+    if split:
+        others = [f for f in chain if not ours(f)]
+        if others:
+            raise Error(f"{where}: smtpd_tls_chain_files also holds {', '.join(others)}; "
+                        "separate .crt/.key files cannot replace only this lineage's entries "
+                        "(adopt without split, Postfix >= 3.4)")
+        cert, key = next(((c, k) for c, k in LEGACY_PAIRS
+                          if ours(effective.get(c, "")) or ours(effective.get(k, ""))),
+                         LEGACY_PAIRS[0])
+        return {"smtpd_tls_chain_files": "", cert: str(owned[discover.Kind.CERT]),
+                key: str(owned[discover.Kind.KEY])}
+    if not chain:
+        for cert, key in LEGACY_PAIRS:
+            c, k = effective.get(cert, "").strip(), effective.get(key, "").strip()
+            if c:
+                chain += [k, c] if k and k != c else [c]
+    bundle = str(owned[discover.Kind.CHAIN])
+    entries: list[str] = []
+    for f in chain:
+        if not ours(f):
+            entries.append(f)
+        elif bundle not in entries:
+            entries.append(bundle)
+    if bundle not in entries:
+        entries.insert(0, bundle)
+    return {"smtpd_tls_chain_files": ", ".join(entries)}
+
+
+def _snapshot(paths: list[Path]) -> dict[Path, bytes | None]:
+    out: dict[Path, bytes | None] = {}
+    for path in paths:
+        try:
+            out[path] = path.read_bytes()
+        except FileNotFoundError:
+            out[path] = None
+    return out
+
+
+def _put_back(saved: dict[Path, bytes | None], mode: int, gid: int | None) -> None:
+    """Staged files as they were before this adopt (a file that did not exist is removed)."""
+    for path, data in saved.items():
+        if data is None:
+            with contextlib.suppress(FileNotFoundError):
+                path.unlink()
+        else:
+            with contextlib.suppress(FileNotFoundError):
+                if path.read_bytes() == data:
+                    continue
+            install.atomic_write(path, data, mode=mode, gid=gid)
+
+
 def adopt(config: Config, lineage: Lineage, *, split: bool | None = None) -> AdoptResult:
+    """Validate, stage, point Postfix at the staged files, check, reload, prove; on any
+    failure put main.cf, master.cf and the staged files back and reload."""
+    with deploy.locked(config.deploy.state_dir):
+        return _adopt(config, lineage, split)
+
+
+def _adopt(config: Config, lineage: Lineage, split: bool | None) -> AdoptResult:
     postfix = postfix_for(config)
     use = discover.usage(postfix, lineage, config.deploy.bundle_dir)
     checked = deploy.validate_lineage(config, lineage, use)
@@ -76,43 +154,55 @@ def adopt(config: Config, lineage: Lineage, *, split: bool | None = None) -> Ado
     owned = {k: p for p, k in discover.staged_paths(config.deploy.bundle_dir, lineage).items()}
     kinds = (discover.Kind.CERT, discover.Kind.KEY) if split else (discover.Kind.CHAIN,)
     gid = deploy.group_id(config)
-    for kind in kinds:
-        target = owned[kind]
-        install.ensure_private_dir(target.parent)
-        install.atomic_write(target, new.file_for(kind.value), mode=perms.key_mode(gid), gid=gid,
-                             keep_previous=True)
+    mode = perms.key_mode(gid)
     cfdir = config.postfix.config_directory
+    params = postfix.parameters(*discover.SERVER_FILE_PARAMS)
+    ours = discover.belongs_to(lineage, config.deploy.bundle_dir)
+    # main.cf only if main.cf names the lineage: a lineage used by one master.cf service
+    # must not take over the global certificate of another lineage
+    in_main_cf = any(ref.split(" = ", 1)[0] in discover.SERVER_FILE_PARAMS for ref in use.references)
+    main_settings = (new_settings(discover.effective_files(params, {}), ours, owned, split=split,
+                                  where=str(cfdir / "main.cf")) if in_main_cf else {})
+    svc_settings = {}
+    for svc in use.services:  # per-service certificates (master.cf -o) of this lineage
+        own = {k: v for k, v in svc.overrides.items() if k in discover.SERVER_FILE_PARAMS}
+        if own:
+            svc_settings[svc.name] = new_settings(
+                discover.effective_files(params, own), ours, owned, split=split,
+                where=f"{cfdir / 'master.cf'} {svc.name}")
     stamp = time.strftime("%Y%m%dT%H%M%S") + f".{time.time_ns() % 1_000_000_000:09d}"
     main_backup = _backup(cfdir / "main.cf", stamp)
     if main_backup is None:
         raise Error(f"{cfdir / 'main.cf'}: not found")
     master_backup = _backup(cfdir / "master.cf", stamp)
-    settings = ({"smtpd_tls_chain_files": "", "smtpd_tls_cert_file": str(owned[discover.Kind.CERT]),
-                 "smtpd_tls_key_file": str(owned[discover.Kind.KEY])} if split else
-                {"smtpd_tls_chain_files": str(owned[discover.Kind.CHAIN])})
-    # main.cf only if main.cf names the lineage: a lineage used by one master.cf service
-    # must not take over the global certificate of another lineage
-    in_main_cf = any(ref.split(" = ", 1)[0] in discover.SERVER_FILE_PARAMS for ref in use.references)
+    staged_before = _snapshot([owned[k] for k in kinds])
     try:
-        if in_main_cf:
-            postfix.postconf("-e", *(f"{k} = {v}" for k, v in settings.items()))
-        for svc in use.services:  # per-service certificates (master.cf -o) of this lineage
-            if not any(k in discover.SERVER_FILE_PARAMS for k in svc.overrides):
-                continue
+        for kind in kinds:
+            target = owned[kind]
+            install.ensure_private_dir(target.parent)
+            install.atomic_write(target, new.file_for(kind.value), mode=mode, gid=gid,
+                                 keep_previous=True)
+        if main_settings:
+            postfix.postconf("-e", *(f"{k} = {v}" for k, v in main_settings.items()))
+        for name, settings in svc_settings.items():
             for key, value in settings.items():
-                if split and key == "smtpd_tls_chain_files" and key not in svc.overrides:
-                    continue
-                postfix.postconf("-P", f"{svc.name}/inet/{key}={value}")
+                postfix.postconf("-P", f"{name}/inet/{key}={value}")
         postfix.check()
         postfix.reload()
         after = discover.usage(postfix, lineage, config.deploy.bundle_dir)
-        proof = prove.served(after.services, new.leaf_sha256, config)
+        proof = prove.served(after.services, new.leaf_sha256, config, leaf=new.leaf)
         if not proof.ok:
             raise PostfixError(f"proof failed: {proof.message}")
-    except Error:
+    except Exception as exc:
         _restore(main_backup, cfdir / "main.cf")
         _restore(master_backup, cfdir / "master.cf")
-        postfix.reload()
+        _put_back(staged_before, mode, gid)
+        try:
+            postfix.reload()
+        except Error as again:
+            raise Error(f"adopt failed ({exc}); main.cf, master.cf and "
+                        f"{', '.join(str(p) for p in staged_before)} were restored, but the "
+                        f"reload after restoring failed too: {again}") from exc
         raise
     return AdoptResult(owned[kinds[0]], main_backup, new.leaf_sha256,
                        tuple(s.label for s in after.services),
@@ -121,6 +211,11 @@ def adopt(config: Config, lineage: Lineage, *, split: bool | None = None) -> Ado
 
 def undo(config: Config) -> Path:
     """Restore the newest main.cf (and master.cf) backup made by :func:`adopt`, check, reload."""
+    with deploy.locked(config.deploy.state_dir):
+        return _undo(config)
+
+
+def _undo(config: Config) -> Path:
     cfdir = config.postfix.config_directory
     backups = sorted(cfdir.glob(f"main.cf{BACKUP_INFIX}*"))
     if not backups:

@@ -4,7 +4,10 @@ renewal time or that checkers report, each with the ``postconf`` line that fixes
 Server side (``smtpd``): a certificate file that is the leaf alone (certbot's
 ``cert.pem``, not ``fullchain.pem``), ``smtpd_tls_security_level = encrypt`` on a public
 port 25 (RFC 3207: a public MX must not require TLS), protocols below TLS 1.2 allowed,
-``smtpd_tls_loglevel``, and private keys that other users can read.
+``smtpd_tls_loglevel``, private keys that other users can read, ``tls_server_sni_maps``
+tables that other users can read (``postmap -F`` copies the keys into them), and a
+certbot lineage that Postfix reads in place (a renewal reaches new smtpd processes
+before the deploy hook can validate it: ``renew-check adopt``).
 
 Client side (``smtp``): ``smtp_tls_security_level``, a CA file when the level or
 ``smtp_tls_policy_maps`` asks for verification, and a Let's Encrypt lineage used as the
@@ -38,7 +41,7 @@ SERVER_PARAMS = ("smtpd_tls_chain_files", *(p for pair in SERVER_PAIRS for p in 
                  "smtpd_tls_security_level", "smtpd_use_tls", "smtpd_enforce_tls",
                  "smtpd_tls_protocols", "smtpd_tls_mandatory_protocols", "smtpd_tls_loglevel",
                  "postscreen_tls_security_level", "inet_interfaces", "inet_protocols", "smtpd_tls_CAfile",
-                 "myhostname")
+                 "myhostname", "tls_server_sni_maps")
 CLIENT_PARAMS = ("smtp_tls_chain_files", *(p for pair in CLIENT_PAIRS for p in pair),
                  "smtp_tls_security_level", "smtp_tls_CAfile", "smtp_tls_CApath",
                  "smtp_tls_policy_maps", "tls_append_default_CA")
@@ -139,10 +142,11 @@ def cert_files(tls: PostfixTLS, read: Callable[[str], bytes | None] | None = Non
 # ------------------------------------------------------------------------- the audit
 def audit(tls: PostfixTLS, files: Sequence[CertFile] | None = None, *,
           lineage_roots: Sequence[Path] = (), renewal_conf: Callable[[str], Path | None] | None = None,
-          ) -> list[Problem]:
+          certbot_dir: Path | None = None) -> list[Problem]:
     """Every finding, server side then client side. ``lineage_roots``: certbot's ``live``
     and ``archive`` directories (and the hook's bundle dir), to spot a lineage used as
-    the client certificate; ``renewal_conf(path)`` finds its ``renewal/NAME.conf``."""
+    the client certificate; ``renewal_conf(path)`` finds its ``renewal/NAME.conf``;
+    ``certbot_dir``: certbot's configuration directory, to spot lineages read in place."""
     files = cert_files(tls) if files is None else files
     problems = []
     for f in files:
@@ -157,8 +161,63 @@ def audit(tls: PostfixTLS, files: Sequence[CertFile] | None = None, *,
         if f.key_path not in seen:
             seen.add(f.key_path)
             problems += check_key_permissions(f)
+    problems += check_sni_tables(tls)
+    if certbot_dir is not None:
+        problems += check_in_place(files, certbot_dir)
     problems += check_client(tls, files, lineage_roots, renewal_conf)
     return problems
+
+
+def check_in_place(files: Sequence[CertFile], certbot_dir: Path) -> list[Problem]:
+    """Server files read straight from certbot's ``live/``/``archive/``: certbot swaps the
+    ``live/`` links at renewal, and every smtpd process started after that loads the new
+    pair, before the deploy hook has validated it and whether or not it is good."""
+    roots = [os.path.realpath(certbot_dir / d) for d in ("live", "archive")]
+    uses: dict[str, list[str]] = {}
+    for f in files:
+        if f.side != "server":
+            continue
+        for path in dict.fromkeys((f.key_path, f.path)):
+            real = os.path.realpath(path)
+            for root in roots:
+                if real.startswith(root + os.sep):
+                    name = Path(real).relative_to(root).parts[0]
+                    uses.setdefault(name, []).append(f"{f.use} = {path}")
+                    break
+    live = certbot_dir / "live"
+    return [Problem(
+        Code.LINEAGE_IN_PLACE, Status.WARNING,
+        f"lineage {name}: Postfix reads certbot's files in place ({'; '.join(dict.fromkeys(u))}): "
+        "the moment certbot renews, every new smtpd process loads the new pair, before the "
+        "deploy hook can validate it; a bad renewal cannot be held back or rolled back",
+        f"renew-check adopt {live / name} (Postfix then reads a copy the hook validates, "
+        "installs and proves; renew-check adopt --undo reverts)")
+        for name, u in sorted(uses.items())]
+
+
+def check_sni_tables(tls: PostfixTLS) -> list[Problem]:
+    """``postmap -F`` copies the key files (base64) into the SNI table, and the table
+    takes the mode of its source file (often 0644): it must be as private as a key."""
+    out = []
+    for spec in files_of(tls.params.get("tls_server_sni_maps", "")):
+        kind, _, name = spec.partition(":")
+        suffix = {"hash": ".db", "btree": ".db", "dbm": ".db", "lmdb": ".lmdb",
+                  "cdb": ".cdb"}.get(kind)
+        if suffix is None or not name.startswith("/"):
+            continue
+        db = name + suffix
+        try:
+            mode = stat.S_IMODE(os.stat(db).st_mode)
+        except OSError:
+            continue
+        if mode & 0o004 and _others_can_reach(Path(db)):
+            out.append(Problem(
+                Code.SNI_TABLE_EXPOSED, Status.CRITICAL,
+                f"SNI table {db} (tls_server_sni_maps = {spec}) is readable by every local "
+                f"user (mode {mode:04o}): postmap -F copied the private keys into it",
+                f"chmod 600 {db} (the deploy hook keeps it 0600 from then on); the keys may "
+                "have been copied: re-issue them"))
+    return out
 
 
 def check_fullchain(f: CertFile, cafile: str = "") -> list[Problem]:

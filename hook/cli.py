@@ -8,7 +8,8 @@ error, 2 usage or configuration error, 3 refused before any change (validation f
 or Postfix is stopped or fails ``postfix check``), 4 reload or proof failed and the
 previous certificate was restored, 5 the rollback failed too (act now), 6 nothing to do:
 the lineage is not used by Postfix (0 when run by certbot, which calls every deploy hook
-for every lineage).
+for every lineage), 7 refused, but Postfix reads certbot's files in place, so new smtpd
+processes already load the refused files (act now).
 """
 
 from __future__ import annotations
@@ -37,6 +38,7 @@ class ExitCode(IntEnum):
     ROLLED_BACK = 4
     ROLLBACK_FAILED = 5
     NOTHING_TO_DO = 6
+    REFUSED_IN_PLACE = 7
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -44,8 +46,10 @@ def build_parser() -> argparse.ArgumentParser:
         prog="postfix-deploy-hook",
         description="Validate a renewed certbot lineage, install it for Postfix atomically, "
                     "reload Postfix and prove the new certificate is served; roll back on failure.",
-        epilog="Exit codes: 0 ok, 1 internal error, 2 usage/config error, 3 refused (nothing "
-               "changed), 4 rolled back, 5 rollback failed, 6 lineage not used by Postfix.")
+        epilog="Exit codes: 0 ok, 1 internal error (alert sent), 2 usage/config error, 3 refused "
+               "(nothing changed, the old certificate is still served), 4 rolled back, 5 rollback "
+               "failed (act now), 6 lineage not used by Postfix, 7 refused but Postfix reads the "
+               "refused files in place: new smtpd processes load them (act now).")
     p.add_argument("--config", help="TOML configuration (default: $POSTFIX_CERTWATCH_CONFIG "
                    f"or {config_mod.DEFAULT_PATH})")
     p.add_argument("--lineage", help="lineage directory (default: $RENEWED_LINEAGE)")
@@ -61,18 +65,22 @@ def main(argv: list[str] | None = None, environ: Mapping[str, str] | None = None
     # the canonical line goes to stdout and a failure adds one plain line on stderr.
     log_mod.configure(sys.stdout)
     log = log_mod.get("postfix-deploy-hook")
+    loaded: list[config_mod.Config] = []
     try:
-        return _main(args, env, log)
+        return _main(args, env, log, loaded)
     except (ConfigError, LineageError) as exc:
         log.error("deploy", outcome="usage_error", error=str(exc))
         print(f"postfix-deploy-hook: {exc}", file=sys.stderr)
         return ExitCode.USAGE
     except Error as exc:
-        log.error("deploy", outcome="error", error=str(exc))
+        log.error("deploy", outcome="error", error=str(exc),
+                  alerts=_alert_internal(loaded, args, env, str(exc)))
         print(f"postfix-deploy-hook: {exc}", file=sys.stderr)
         return ExitCode.INTERNAL
-    except Exception:
-        log.exception("deploy", outcome="internal_error")
+    except Exception as exc:
+        alerts = _alert_internal(loaded, args, env, f"{type(exc).__name__}: {exc}")
+        log.exception("deploy", outcome="internal_error", alerts=alerts)
+        print(f"postfix-deploy-hook: internal error: {type(exc).__name__}: {exc}", file=sys.stderr)
         return ExitCode.INTERNAL
 
 
@@ -81,15 +89,22 @@ ACTIONS = {
                "'postfix-deploy-hook --lineage {live}' again",
     "rolled_back": "the previous certificate was restored and is served; find out why the new "
                    "one was not (message above), then run 'postfix-deploy-hook --lineage {live}'",
+    "refused_in_place": "ACT NOW: Postfix reads certbot's files in place, so every new smtpd "
+                        "process loads the refused files; do what the message says, then run "
+                        "'renew-check adopt {live}'",
     "rollback_failed": "ACT NOW: Postfix may serve a broken or no certificate; check "
                        "'renew-check' and the Postfix log",
+    "error": "the hook stopped with an internal error (message above); check 'renew-check' "
+             "and the Postfix log, then run 'postfix-deploy-hook --lineage {live}'",
 }
 
 
-def _main(args: argparse.Namespace, env: Mapping[str, str], log: object) -> int:
+def _main(args: argparse.Namespace, env: Mapping[str, str], log: object,
+          loaded: list[config_mod.Config]) -> int:
     from hook import deploy, lineage  # noqa: PLC0415 - keep --help fast
 
     cfg = config_mod.load(args.config, env)
+    loaded.append(cfg)  # for the alert if anything below fails unexpectedly
     by_certbot = args.lineage is None
     path = args.lineage or env.get("RENEWED_LINEAGE")
     if not path:
@@ -103,8 +118,8 @@ def _main(args: argparse.Namespace, env: Mapping[str, str], log: object) -> int:
             report = deploy.run(cfg, lin)
             if report.outcome is not deploy.Outcome.SKIPPED:
                 deploy.write_record(cfg.deploy.state_dir, report)
-    bad = report.outcome in (deploy.Outcome.REFUSED, deploy.Outcome.ROLLED_BACK,
-                             deploy.Outcome.ROLLBACK_FAILED)
+    bad = report.outcome in (deploy.Outcome.REFUSED, deploy.Outcome.REFUSED_IN_PLACE,
+                             deploy.Outcome.ROLLED_BACK, deploy.Outcome.ROLLBACK_FAILED)
     alerts: list[str] = []
     if bad and not args.dry_run:
         alerts = _alert(cfg, report, str(lin.live))
@@ -144,6 +159,7 @@ def _main(args: argparse.Namespace, env: Mapping[str, str], log: object) -> int:
         deploy.Outcome.WOULD_DEPLOY: ExitCode.OK,
         deploy.Outcome.SKIPPED: ExitCode.OK if by_certbot else ExitCode.NOTHING_TO_DO,
         deploy.Outcome.REFUSED: ExitCode.REFUSED,
+        deploy.Outcome.REFUSED_IN_PLACE: ExitCode.REFUSED_IN_PLACE,
         deploy.Outcome.ROLLED_BACK: ExitCode.ROLLED_BACK,
         deploy.Outcome.ROLLBACK_FAILED: ExitCode.ROLLBACK_FAILED,
     }[report.outcome]
@@ -162,6 +178,8 @@ def _alert(cfg: config_mod.Config, report: Report, live: str) -> list[str]:
     from hook import alert as alert_mod  # noqa: PLC0415
     outcome = report.outcome.value
     summary = {"refused": f"renewed certificate for {report.lineage} refused",
+               "refused_in_place": f"renewed certificate for {report.lineage} refused, but "
+                                   "Postfix reads it in place: ACT NOW",
                "rolled_back": f"deploy of {report.lineage} rolled back",
                "rollback_failed": f"deploy of {report.lineage} FAILED, rollback failed"}[outcome]
     detail = "\n".join([report.message, *(f"problem: {p}" for p in report.problems[1:]),
@@ -173,6 +191,26 @@ def _alert(cfg: config_mod.Config, report: Report, live: str) -> list[str]:
                                                 action=ACTIONS[outcome].format(live=live),
                                                 lineage=report.lineage, detail=detail),
                                 cfg.alert)
+    return [f"{d.channel}: {'ok' if d.ok else 'FAILED'} {d.detail}" for d in deliveries]
+
+
+def _alert_internal(loaded: list[config_mod.Config], args: argparse.Namespace,
+                    env: Mapping[str, str], error: str) -> list[str]:
+    """Mail (and/or webhook) an internal error; never raises. Without a configuration
+    (it failed to load) there is nowhere to send it: stderr and the log line only."""
+    if not loaded:
+        return []
+    try:
+        from hook import alert as alert_mod  # noqa: PLC0415
+
+        live = str(args.lineage or env.get("RENEWED_LINEAGE", "") or "?")
+        name = os.path.basename(os.path.normpath(live))
+        deliveries = alert_mod.send(alert_mod.Alert(
+            summary=f"deploy hook for {name} stopped with an internal error",
+            problem="error", action=ACTIONS["error"].format(live=live), lineage=name,
+            detail=error), loaded[0].alert)
+    except Exception as exc:  # an alert must never hide the original error
+        return [f"alert: FAILED {type(exc).__name__}: {exc}"]
     return [f"{d.channel}: {'ok' if d.ok else 'FAILED'} {d.detail}" for d in deliveries]
 
 

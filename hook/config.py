@@ -35,6 +35,9 @@ class PostfixConfig:
     """Empty: ``postfix -c DIR reload``. Else e.g. ``["systemctl", "reload", "postfix"]``."""
     probe_host: str = ""
     """Address to probe for services bound to all interfaces (default 127.0.0.1)."""
+    command_timeout: float = 60.0
+    """Seconds ``postfix check``, the reload command and ``postmap`` may take; a reload
+    that hangs longer counts as failed (and is rolled back)."""
 
 
 @dataclass(frozen=True)
@@ -257,7 +260,7 @@ def parse(raw: bytes, path: Path) -> Config:
 ZERO_ALLOWED = frozenset({"daemon.jitter", "daemon.renew_random_delay", "probe.warning_days",
                           "probe.critical_days"})
 """Numbers for which 0 is meaningful ("no jitter", "no absolute floor"); others must be > 0."""
-MAXIMUM = {"deploy.proof_timeout": 300.0}
+MAXIMUM = {"deploy.proof_timeout": 300.0, "postfix.command_timeout": 300.0}
 """Upper bounds: a proof longer than this holds the deploy lock for too long."""
 
 

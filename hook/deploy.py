@@ -5,7 +5,9 @@
     discover ─▶ validate ─▶ DANE gate ─▶ preflight ─▶ plan ─▶ apply ─▶ reload ─▶ prove
                                                              ─▶ (rollback) ─▶ trust anchors
 
-* **discover**: is the lineage used (main.cf, master.cf ``-o``, ``tls_server_sni_maps``)?
+* **discover**: is the lineage used (main.cf, master.cf ``-o``, ``tls_server_sni_maps``),
+  by the primary instance or by any postmulti instance (``multi_instance_directories``)?
+  Every instance that uses it is checked, reloaded and proven.
 * **validate**: parse both files, pair key and leaf, chain order and signatures, trust
   (``cryptography.x509.verification``), dates, names, key strength, file permissions.
 * **DANE gate** (:mod:`hook.dane`, ``dns.dane``): do the DNSSEC-validated TLSA records of
@@ -15,8 +17,13 @@
 * **apply**: fix permissions (``fchmod`` on ``O_NOFOLLOW`` descriptors), write the staged
   files atomically (previous kept as ``.prev``), rebuild SNI tables with ``postmap -F``.
 * **reload / prove**: reload, then probe every TLS service until it serves the new leaf.
-* **rollback**: put the previous staged files and SNI tables back, reload, prove the old
-  leaf. Trust anchors are imported only after a successful proof (opt-in).
+* **rollback**: on ANY failure once a file changed (a Postfix command, a reload killed
+  after ``postfix.command_timeout``, an exception in the hook): put the previous staged
+  files and SNI tables back, reload, prove the old leaf (by key type) and what each SNI
+  name served before. Trust anchors are imported only after a successful proof (opt-in).
+* **in place** (Postfix reads certbot's ``live/``): nothing can be held back, since new
+  smtpd processes load renewed files without a reload; a refusal is ``refused_in_place``
+  (exit 7, act now), not ``refused`` (exit 3, old certificate still served).
 
 ``--dry-run`` stops after ``plan``: nothing is written, reloaded or imported, and the
 report says what the real run would do and whether it would succeed. Every stage returns
@@ -46,6 +53,7 @@ from hook.config import Config, DaneMode
 from hook.errors import BundleError, ConfigError, Error, PostfixError
 from hook.lineage import Lineage, previous_version, reuses_key
 from hook.postfix import Postfix, run_on_pty
+from hook.probe import probe
 from hook.verdict import Code, Problem, Status
 
 if TYPE_CHECKING:
@@ -61,6 +69,9 @@ class Outcome(StrEnum):
     WOULD_DEPLOY = "would_deploy"
     SKIPPED = "skipped"
     REFUSED = "refused"
+    REFUSED_IN_PLACE = "refused_in_place"
+    """Refused, but Postfix reads certbot's files in place: new smtpd processes are
+    already loading the refused files. Not "nothing changed": act now."""
     ROLLED_BACK = "rolled_back"
     ROLLBACK_FAILED = "rollback_failed"
 
@@ -113,7 +124,7 @@ class Validation:
 
 def postfix_for(config: Config) -> Postfix:
     return Postfix(config.postfix.config_directory, config.postfix.reload_command,
-                   config.postfix.probe_host)
+                   config.postfix.probe_host, config.postfix.command_timeout)
 
 
 LOCK_WAIT = 600.0
@@ -345,14 +356,15 @@ def dane_gate(config: Config, lineage: Lineage, use: discover.Usage, new: bundle
     return Gate(result, names, tuple(warnings), (*notes, *result.notes))
 
 
-def _dane_unchanged(use: discover.Usage, config: Config) -> str:
+def _dane_unchanged(use: discover.Usage, config: Config, lineage: Lineage) -> str:
     if use.mode is discover.Mode.IN_PLACE:
         return ("; Postfix reads certbot's files in place, so the old pair cannot be kept: "
-                "Postfix loads the new certificate at its next reload or restart and DANE "
-                "senders will then defer mail; publish the records now, and run 'renew-check "
-                "adopt' so that from the next renewal on the hook can keep the old certificate "
-                "served until they match")
-    return _unchanged(use, config)
+                "every smtpd process Postfix starts from now on (no reload needed) already "
+                "presents the new certificate, and DANE senders defer mail to it. ACT NOW: "
+                "publish the records above, then run 'renew-check adopt "
+                f"{lineage.live}' so that from the next renewal on the hook can keep the old "
+                "certificate served until they match")
+    return _unchanged(use, config, lineage)
 
 
 # ----------------------------------------------------------------------------- run
@@ -363,10 +375,11 @@ def run(config: Config, lineage: Lineage, *, dry_run: bool = False,
     postfix = postfix_for(config)
     main_cf = config.postfix.config_directory / "main.cf"
     try:
-        use = discover.usage(postfix, lineage, config.deploy.bundle_dir)
+        instances = _instances(config, postfix, lineage)
     except PostfixError as exc:
         return Report(Outcome.REFUSED, lineage.name, f"cannot read the Postfix configuration "
                       f"({main_cf}): {exc}", dry_run=dry_run, timings=clock.total())
+    use = discover.merged([u for _, u in instances])
     clock.lap("discover")
     labels = tuple(s.label for s in use.services)
     base = Report(Outcome.REFUSED, lineage.name, "", mode=use.mode.value, dry_run=dry_run,
@@ -382,6 +395,13 @@ def run(config: Config, lineage: Lineage, *, dry_run: bool = False,
         return replace(base, message=f"refused: {exc}", problems=(str(exc),), timings=clock.total())
     clock.lap("validate")
     old_sha = _staged_sha256(use)
+    split = {s.kind for s in use.staged} >= {discover.Kind.CERT, discover.Kind.KEY}
+    if split and postfix.has_chain_files():
+        checked = replace(checked, warnings=(*checked.warnings, (
+            f"{', '.join(str(s.path) for s in use.staged)}: separate certificate and key files "
+            "cannot be replaced in one atomic step (an smtpd starting between the two renames "
+            "loads a mixed pair); this Postfix reads smtpd_tls_chain_files: run 'renew-check "
+            f"adopt {lineage.live}' to switch to one key+chain bundle")))
     base = replace(base, old_sha256=old_sha, warnings=checked.warnings)
     if checked.bundle is not None:
         base = replace(base, new_sha256=checked.bundle.leaf_sha256)
@@ -389,8 +409,9 @@ def run(config: Config, lineage: Lineage, *, dry_run: bool = False,
         if checked.fixes and not dry_run:
             perms.apply(lineage, checked.fixes)  # tightening a key is always safe
         return replace(base, problems=checked.problems, timings=clock.total(),
+                       outcome=_refused(use),
                        message=f"refused: {checked.problems[0]}"
-                               f"{_unchanged(use, config)}"
+                               f"{_unchanged(use, config, lineage)}"
                                + (f" (+{len(checked.problems) - 1} more)"
                                   if len(checked.problems) > 1 else ""))
     new = checked.bundle
@@ -409,23 +430,26 @@ def run(config: Config, lineage: Lineage, *, dry_run: bool = False,
         critical = [p for p in gate.problems if p.status is Status.CRITICAL]
         critical.sort(key=lambda p: p.code is not Code.DANE_MISMATCH)
         return replace(base, problems=tuple(str(p) for p in critical), timings=clock.total(),
+                       outcome=_refused(use),
                        message=f"refused by the DANE gate: {critical[0]}"
-                               f"{_dane_unchanged(use, config)}"
+                               f"{_dane_unchanged(use, config, lineage)}"
                                + (f" (+{len(critical) - 1} more)" if len(critical) > 1 else ""))
 
     # Preflight: Postfix must be running and its configuration sound before we change anything.
     try:
-        postfix.check()
+        for instance, _ in instances:
+            instance.check()
         clock.lap("check")
-        _require_running(config, use)
+        for instance, used in instances:
+            _require_running(instance.config_directory, used.queue_directory)
     except PostfixError as exc:
         return replace(base, timings=clock.total(),
-                       message=f"refused before any change: {exc}{_unchanged(use, config)}")
+                       message=f"refused before any change: {exc}{_unchanged(use, config, lineage)}")
     clock.lap("status")
 
     anchors = (trust.plan(config.trust, config.deploy.state_dir, lineage.name, new.chain)
                if config.trust.import_anchors else None)
-    steps = _plan(config, use, new, checked, anchors, postfix)
+    steps = _plan(config, use, new, checked, anchors, [p for p, _ in instances])
     base = replace(base, steps=steps)
     if dry_run:
         return replace(base, outcome=Outcome.WOULD_DEPLOY, timings=clock.total(),
@@ -433,39 +457,53 @@ def run(config: Config, lineage: Lineage, *, dry_run: bool = False,
                                f"({use.mode.value}); the real run's checks pass"
                                + gate.summary)
 
-    # Apply.
+    # Apply, reload, prove. From the first write on, ANY failure (a Postfix command, a
+    # timeout, a bug) puts the previous files back, reloads and proves: never a bare exit
+    # with unproven files installed.
     gid = group_id(config)
     perms.apply(lineage, checked.fixes)
-    staged_before = {s.path: _snapshot(s.path) for s in use.staged}
-    sni_backup: dict[Path, tuple[bytes, int] | None] = {}
+    before = _Before({s.path: _snapshot(s.path) for s in use.staged}, {},
+                     _served_sni(use, config))
     try:
         install.install_files([(s.path, new.file_for(s.kind.value)) for s in use.staged],
                               mode=perms.key_mode(gid), gid=gid)
         for sni in use.sni_maps:
-            sni_backup[sni.db] = _read_optional(sni.db)
+            before.sni[sni.db] = _read_optional(sni.db)
             _postmap(config, sni.spec)
-    except (PostfixError, OSError) as exc:  # e.g. disk full: put back what was written
-        _restore_sni(sni_backup)
-        _restore_staged(staged_before)
-        return replace(base, timings=clock.total(),
-                       message=f"refused: installing failed, previous files restored: {exc}")
+            protect_db(sni.db, perms.key_mode(gid), gid)
+    except Exception as exc:  # e.g. disk full: put back what was written, nothing reloaded
+        try:
+            _restore_sni(before.sni, perms.key_mode(gid), gid)
+            _restore_staged(before.staged)
+        except Exception as again:  # reported, not raised
+            return replace(base, outcome=Outcome.ROLLBACK_FAILED, timings=clock.total(),
+                           message=f"installing failed ({_why(exc)}) and restoring the previous "
+                                   f"files failed too ({_why(again)}): check "
+                                   f"{', '.join(str(p) for p in [*before.staged, *before.sni])}")
+        return replace(base, outcome=_refused(use), timings=clock.total(),
+                       message=f"refused: installing failed, previous files restored: "
+                               f"{_why(exc)}")
     clock.lap("apply")
 
-    # Reload and prove.
+    def reload() -> None:
+        _reload(config, postfix, instances)
+
     try:
-        postfix.reload()
+        reload()
         clock.lap("reload")
-        _prove(use, new.leaf_sha256, config)
+        _prove(use, new.leaf_sha256, config, new.leaf)
         clock.lap("prove")
-    except PostfixError as exc:
+    except Exception as exc:  # every failure after a write is rolled back
         clock.lap("prove")
-        return _rollback(base, postfix, use, old_sha, staged_before, sni_backup, config, str(exc),
-                         clock)
+        return _rollback(base, reload, use, old_sha, before, config, _why(exc), clock)
     warnings = list(base.warnings)
     if anchors is not None:
-        result = trust.apply(anchors, config.deploy.state_dir, lineage.name)
-        if not result.ok:
-            warnings.append(f"trust anchors: {result.message}")
+        try:  # the certificate is deployed and proven: a failure here is a warning
+            result = trust.apply(anchors, config.deploy.state_dir, lineage.name)
+            if not result.ok:
+                warnings.append(f"trust anchors: {result.message}")
+        except Exception as exc:  # e.g. OSError writing an anchor file
+            warnings.append(f"trust anchors: {_why(exc)}")
         clock.lap("trust")
     served = ", ".join(labels + tuple(f"SNI {n}" for m in use.sni_maps for n in m.names))
     return replace(base, outcome=Outcome.DEPLOYED, warnings=tuple(warnings), timings=clock.total(),
@@ -473,17 +511,32 @@ def run(config: Config, lineage: Lineage, *, dry_run: bool = False,
                            f"{served or 'no TLS service'}{gate.summary}")
 
 
-def _unchanged(use: discover.Usage, config: Config) -> str:
+def _refused(use: discover.Usage) -> Outcome:
+    """A refusal leaves the old pair served, except when Postfix reads certbot's files in
+    place: those ARE the refused files, and each new smtpd process loads them."""
+    return Outcome.REFUSED_IN_PLACE if use.mode is discover.Mode.IN_PLACE else Outcome.REFUSED
+
+
+def _unchanged(use: discover.Usage, config: Config, lineage: Lineage) -> str:
     if use.mode is discover.Mode.IN_PLACE:
-        return ("; Postfix reads these files in place, so it would load the broken pair on its "
-                "next restart or reload (run 'renew-check adopt' to stage them instead)")
+        prev = [p for p in (previous_version(lineage, "fullchain"),
+                            previous_version(lineage, "privkey")) if p is not None]
+        back = (f"point {lineage.fullchain} and {lineage.privkey} back at "
+                f"{' and '.join(str(p) for p in prev)}" if len(prev) == 2 else
+                f"put a good pair back in {lineage.live}")
+        return ("; Postfix reads these files in place, so nothing could be kept: every smtpd "
+                "process Postfix starts from now on (no reload needed) loads this pair, and "
+                "TLS on new connections may be failing right now. ACT NOW: fix the lineage "
+                f"(or {back}), run 'postfix-deploy-hook --lineage {lineage.live}', then "
+                f"'renew-check adopt {lineage.live}' so that Postfix reads files the hook "
+                "stages and a bad renewal can never reach it again")
     if use.mode is discover.Mode.STAGED:
         return f"; {', '.join(str(s.path) for s in use.staged)} unchanged, Postfix keeps serving it"
     return "; the SNI table is unchanged"
 
 
 def _plan(config: Config, use: discover.Usage, new: bundle_mod.Bundle, checked: Validation,
-          anchors: trust.AnchorPlan | None, postfix: Postfix) -> tuple[str, ...]:
+          anchors: trust.AnchorPlan | None, postfixes: list[Postfix]) -> tuple[str, ...]:
     gid = group_id(config)
     mode = perms.key_mode(gid)
     steps = [f"fix {f.describe()}" for f in checked.fixes]
@@ -494,8 +547,10 @@ def _plan(config: Config, use: discover.Usage, new: bundle_mod.Bundle, checked: 
         steps.append(f"write {s.path} (mode {mode:04o}{group}, {what}), keeping the current "
                      f"one as {s.path.name}{install.PREV_SUFFIX}")
     steps.extend(f"postmap -F {m.spec} (SNI {', '.join(m.names)})" for m in use.sni_maps)
-    steps.append(" ".join(postfix.reload_command) or
-                 f"postfix -c {config.postfix.config_directory} reload")
+    if config.postfix.reload_command:
+        steps.append(" ".join(config.postfix.reload_command))
+    else:
+        steps.extend(f"postfix -c {p.config_directory} reload" for p in postfixes)
     steps.extend(f"prove {s.label} serves leaf sha256 {new.leaf_sha256}" for s in use.services)
     steps.extend(f"prove SNI {n} serves leaf sha256 {new.leaf_sha256}"
                  for m in use.sni_maps for n in m.names if not n.startswith("."))
@@ -504,36 +559,85 @@ def _plan(config: Config, use: discover.Usage, new: bundle_mod.Bundle, checked: 
     return tuple(steps)
 
 
-def _prove(use: discover.Usage, sha: str, config: Config) -> None:
-    proof = prove.served(use.services, sha, config)
+def _sni_names(use: discover.Usage) -> tuple[str, ...]:
+    return tuple(n for m in use.sni_maps for n in m.names if not n.startswith("."))
+
+
+def _prove(use: discover.Usage, sha: str, config: Config,
+           leaf: x509.Certificate | None) -> None:
+    """Every service and SNI name of the lineage serves ``sha`` (``leaf``: its certificate,
+    so the probes ask for its key type when RSA and ECDSA are served side by side)."""
+    proof = prove.served(use.services, sha, config, leaf=leaf)
     if not proof.ok:
         raise PostfixError(f"proof failed: {proof.message}")
-    sni_services = use.tls_services[:1]
-    for m in use.sni_maps:
-        for name in m.names:
-            if name.startswith("."):
-                continue
-            proof = prove.served(sni_services, sha, config, servername=name)
-            if not proof.ok:
-                raise PostfixError(f"proof failed: {proof.message}")
+    for name in _sni_names(use):
+        proof = prove.served(use.tls_services[:1], sha, config, servername=name, leaf=leaf)
+        if not proof.ok:
+            raise PostfixError(f"proof failed: {proof.message}")
 
 
-def _require_running(config: Config, use: discover.Usage) -> None:
+def _served_sni(use: discover.Usage, config: Config) -> dict[str, str | None]:
+    """What each SNI name serves before the change (one probe each): the rollback proves
+    it is served again. In SNI-only mode there is no staged file to read it from."""
+    if not use.tls_services:
+        return {}
+    out: dict[str, str | None] = {}
+    for name in _sni_names(use):
+        result = probe(prove.target_for(use.tls_services[0], name),
+                             timeout=config.probe.timeout)
+        out[name] = prove.served_sha256(result)
+    return out
+
+
+def _why(exc: BaseException) -> str:
+    """A failure in words: Postfix's own errors as they are, anything else (a bug, an
+    unexpected OSError) with its type, so an alert never says just "1"."""
+    if isinstance(exc, Error):
+        return str(exc)
+    return f"unexpected {type(exc).__name__}: {exc}"
+
+
+def _instances(config: Config, postfix: Postfix,
+               lineage: Lineage) -> list[tuple[Postfix, discover.Usage]]:
+    """Every Postfix instance that uses the lineage, the primary first: with
+    ``multi_instance_enable = yes`` (postmulti), each of ``multi_instance_directories``
+    too. The primary's usage stands for all when none uses it (SKIPPED)."""
+    primary = discover.usage(postfix, lineage, config.deploy.bundle_dir)
+    found = [(postfix, primary)]
+    for directory in primary.secondaries:
+        other = Postfix(directory, (), config.postfix.probe_host, config.postfix.command_timeout)
+        found.append((other, discover.usage(other, lineage, config.deploy.bundle_dir)))
+    used = [(p, u) for p, u in found if u.mode is not discover.Mode.UNUSED]
+    return used or found[:1]
+
+
+def _reload(config: Config, postfix: Postfix,
+            instances: list[tuple[Postfix, discover.Usage]]) -> None:
+    """``postfix.reload_command`` once (it must cover every instance, e.g. ``postmulti -p
+    reload``), else ``postfix -c DIR reload`` for each instance that uses the lineage."""
+    if config.postfix.reload_command:
+        postfix.reload()
+        return
+    for instance, _ in instances:
+        instance.reload()
+
+
+def _require_running(config_directory: Path, queue_directory: str) -> None:
     """Is the master process alive (``$queue_directory/pid/master.pid``)? Cheaper than
     ``postfix status`` (another process) and the same test."""
-    pid_file = Path(use.queue_directory or "/var/spool/postfix") / "pid" / "master.pid"
+    pid_file = Path(queue_directory or "/var/spool/postfix") / "pid" / "master.pid"
     try:
         pid = int(pid_file.read_text().strip())
         os.kill(pid, 0)
     except (OSError, ValueError) as exc:
-        raise PostfixError(f"Postfix ({config.postfix.config_directory}) is not running "
+        raise PostfixError(f"Postfix ({config_directory}) is not running "
                            f"({pid_file}: {getattr(exc, 'strerror', None) or exc}); nothing was "
                            "installed: start it, then run the hook again with --lineage") from exc
 
 
 def _postmap(config: Config, spec: str) -> None:
     argv = ["postmap", "-F", "-c", str(config.postfix.config_directory), spec]
-    res = run_on_pty(argv)
+    res = run_on_pty(argv, config.postfix.command_timeout)
     if not res.ok:
         raise PostfixError(f"'{' '.join(argv)}' failed (exit {res.returncode})", res.output)
 
@@ -545,13 +649,27 @@ def _read_optional(path: Path) -> tuple[bytes, int] | None:
         return None
 
 
-def _restore_sni(backup: dict[Path, tuple[bytes, int] | None]) -> None:
+def protect_db(path: Path, mode: int, gid: int | None) -> None:
+    """``postmap -F`` copies the key files (base64) into the table, and the table gets the
+    source file's mode (often 0644): make it as private as a key (``fchmod`` on an
+    ``O_NOFOLLOW`` descriptor). smtpd opens the table before it drops privileges."""
+    fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
+    try:
+        if gid is not None:
+            os.fchown(fd, -1, gid)
+        os.fchmod(fd, mode)
+    finally:
+        os.close(fd)
+
+
+def _restore_sni(backup: dict[Path, tuple[bytes, int] | None], mode: int, gid: int | None) -> None:
+    """Put each SNI table back as it was (it holds keys: written ``mode``, never wider)."""
     for path, saved in backup.items():
         if saved is None:
             with contextlib.suppress(FileNotFoundError):
                 path.unlink()
         else:
-            install.atomic_write(path, saved[0], mode=saved[1])
+            install.atomic_write(path, saved[0], mode=saved[1] & mode, gid=gid)
 
 
 def _snapshot(path: Path) -> tuple[bytes, int, int] | None:
@@ -579,10 +697,26 @@ def _restore_staged(before: dict[Path, tuple[bytes, int, int] | None]) -> bool:
     return ok
 
 
-def _rollback(report: Report, postfix: Postfix, use: discover.Usage, old_sha: str | None,
-              before: dict[Path, tuple[bytes, int, int] | None],
-              sni_backup: dict[Path, tuple[bytes, int] | None],
-              config: Config, why: str, clock: _Clock) -> Report:
+@dataclass(frozen=True)
+class _Before:
+    """What the rollback puts back and proves: staged files (bytes, mode, group), SNI
+    tables (filled as they are rebuilt), and what each SNI name served."""
+
+    staged: dict[Path, tuple[bytes, int, int] | None]
+    sni: dict[Path, tuple[bytes, int] | None]
+    sni_served: dict[str, str | None]
+
+    def old_leaf(self) -> x509.Certificate | None:
+        for path, saved in self.staged.items():
+            if saved is not None and b"CERTIFICATE" in saved[0]:
+                with contextlib.suppress(BundleError):
+                    return bundle_mod.parse_chain(saved[0], str(path))[0]
+        return None
+
+
+def _rollback(report: Report, reload: Callable[[], None], use: discover.Usage,
+              old_sha: str | None,
+              before: _Before, config: Config, why: str, clock: _Clock) -> Report:
     def failed(message: str) -> Report:
         return replace(report, outcome=Outcome.ROLLBACK_FAILED, message=message,
                        timings=clock.total())
@@ -590,19 +724,39 @@ def _rollback(report: Report, postfix: Postfix, use: discover.Usage, old_sha: st
     if use.mode is discover.Mode.IN_PLACE:
         return failed(f"{why}; Postfix reads certbot's files in place, so there is nothing to "
                       "roll back to: fix the lineage and reload Postfix now")
-    _restore_sni(sni_backup)
-    if use.staged and (old_sha is None or not _restore_staged(before)):
-        return failed(f"{why}; no previous bundle to restore at {use.bundle_path}")
+    gid = group_id(config)
     try:
-        postfix.reload()
-        if old_sha is not None:
-            _prove(use, old_sha, config)
-    except PostfixError as exc:
-        return failed(f"{why}; rollback failed too: {exc}")
+        _restore_sni(before.sni, perms.key_mode(gid), gid)
+        if use.staged and (old_sha is None or not _restore_staged(before.staged)):
+            return failed(f"{why}; no previous bundle to restore at {use.bundle_path}")
+        reload()
+        proven = []
+        if use.services and old_sha is not None:
+            proof = prove.served(use.services, old_sha, config, leaf=before.old_leaf())
+            if not proof.ok:
+                raise PostfixError(f"proof failed: {proof.message}")
+            proven.append(f"the previous certificate {old_sha[:16]} is served again on "
+                          f"{len(use.services)} service(s)")
+        unproven = []
+        for name in _sni_names(use):
+            sha = before.sni_served.get(name)
+            if sha is None:
+                unproven.append(name)
+                continue
+            proof = prove.served(use.tls_services[:1], sha, config, servername=name)
+            if not proof.ok:
+                raise PostfixError(f"proof failed: {proof.message}")
+            proven.append(f"SNI {name} serves {sha[:16]} again (as before the deploy)")
+    except Exception as exc:  # the report says it; the caller alerts
+        return failed(f"{why}; rollback failed too: {_why(exc)}")
     clock.lap("rollback")
+    restored = ", ".join(str(p) for p in [*before.staged, *before.sni]) or "nothing"
+    said = "; ".join(proven) if proven else "nothing could be proven"
+    if unproven:
+        said += (f"; SNI {', '.join(unproven)} served no certificate before the deploy either, "
+                 "so what it serves now is not proven")
     return replace(report, outcome=Outcome.ROLLED_BACK, timings=clock.total(),
-                   message=f"{why}; rolled back: the previous certificate "
-                           f"{(old_sha or '')[:16]} is served again")
+                   message=f"{why}; rolled back ({restored} restored, Postfix reloaded): {said}")
 
 
 def _staged_sha256(use: discover.Usage) -> str | None:
@@ -624,6 +778,11 @@ def write_record(state_dir: Path, report: Report) -> Path:
     stamp = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime())
     path = records / f"{stamp}-{os.getpid()}-{report.lineage}.json"
     record = {"time": time.time(), **report.as_record()}
+    if report.outcome is Outcome.REFUSED_IN_PLACE:
+        # The daemon (daemon/watch.py, daemon/metrics.py) knows "refused" and would count
+        # an outcome it does not know as OK: keep "refused" there until it learns this one.
+        record["outcome"] = Outcome.REFUSED.value
+        record["outcome_detail"] = Outcome.REFUSED_IN_PLACE.value
     install.atomic_write(path, json.dumps(record, indent=2).encode() + b"\n", mode=0o644)
     return path
 

@@ -11,7 +11,8 @@ Postfix reads our bundle for it, *in place* when Postfix reads certbot's
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass
+from collections.abc import Callable
+from dataclasses import dataclass, replace
 from enum import StrEnum
 from pathlib import Path
 
@@ -25,7 +26,8 @@ SERVER_FILE_PARAMS = (
     "smtpd_tls_eccert_file", "smtpd_tls_eckey_file",
     "smtpd_tls_dcert_file", "smtpd_tls_dkey_file",
 )
-OTHER_PARAMS = ("myhostname", "tls_server_sni_maps", "queue_directory")
+OTHER_PARAMS = ("myhostname", "tls_server_sni_maps", "queue_directory", "multi_instance_enable",
+                "multi_instance_directories")
 # postmap -F table types and the file each one writes next to its source
 DB_SUFFIX = {"hash": ".db", "btree": ".db", "lmdb": ".lmdb", "cdb": ".cdb", "dbm": ".db"}
 
@@ -76,11 +78,31 @@ class Usage:
     """Every TLS service (used to prove SNI names)."""
     myhostname: str = ""
     queue_directory: str = ""
+    secondaries: tuple[Path, ...] = ()
+    """The other instances' configuration directories (``multi_instance_directories``
+    when ``multi_instance_enable = yes``; read from the primary only)."""
 
     @property
     def default_cert(self) -> bool:
         """Does Postfix present this lineage without SNI (so it must cover myhostname)?"""
         return bool(self.services)
+
+
+def merged(uses: list[Usage]) -> Usage:
+    """One view of several Postfix instances that use the lineage (postmulti): every
+    service, staged file and SNI table of each; the primary's names. Staged wins over
+    in place (what can be rolled back is), in place over SNI-only."""
+    if len(uses) == 1:
+        return uses[0]
+    modes = {u.mode for u in uses}
+    mode = next(m for m in (Mode.STAGED, Mode.IN_PLACE, Mode.SNI_MAP, Mode.UNUSED) if m in modes)
+    return replace(
+        uses[0], mode=mode,
+        references=tuple(dict.fromkeys(r for u in uses for r in u.references)),
+        services=tuple(s for u in uses for s in u.services),
+        staged=tuple(dict.fromkeys(s for u in uses for s in u.staged)),
+        sni_maps=tuple(dict.fromkeys(m for u in uses for m in u.sni_maps)),
+        tls_services=tuple(s for u in uses for s in u.tls_services))
 
 
 def bundle_path(bundle_dir: Path, lineage: Lineage) -> Path:
@@ -94,14 +116,31 @@ def staged_paths(bundle_dir: Path, lineage: Lineage) -> dict[Path, Kind]:
             bundle_dir / f"{lineage.name}.key": Kind.KEY}
 
 
-def _files(value: str) -> list[str]:
+def files_of(value: str) -> list[str]:
+    """The file names in a Postfix list value (commas and/or white space)."""
     return [v for v in value.replace(",", " ").split() if v]
+
+
+_files = files_of
 
 
 def _points_at(file: str, roots: tuple[str, ...]) -> bool:
     real = os.path.realpath(file)
     return any(file == r or file.startswith(r + "/") or real == r or real.startswith(r + "/")
                for r in roots)
+
+
+def lineage_roots(lineage: Lineage) -> tuple[str, ...]:
+    """The lineage's ``live/`` and ``archive/`` directories, as given and resolved."""
+    return tuple(dict.fromkeys(
+        str(p) for base in (lineage.live, lineage.archive) for p in (base, Path(os.path.realpath(base)))
+    ))
+
+
+def belongs_to(lineage: Lineage, bundle_dir: Path) -> Callable[[str], bool]:
+    """``ours(path)``: is a configured file the lineage's (certbot's or the staged copy)?"""
+    roots = lineage_roots(lineage) + tuple(str(p) for p in staged_paths(bundle_dir, lineage))
+    return lambda path: bool(path) and _points_at(path, roots)
 
 
 def effective_files(params: dict[str, str], overrides: dict[str, str]) -> dict[str, str]:
@@ -164,9 +203,7 @@ def usage(postfix: Postfix, lineage: Lineage, bundle_dir: Path) -> Usage:
     bundle = bundle_path(bundle_dir, lineage)
     owned = staged_paths(bundle_dir, lineage)
     bundle_roots = tuple(str(p) for p in owned)
-    lineage_roots = tuple(dict.fromkeys(
-        str(p) for base in (lineage.live, lineage.archive) for p in (base, Path(os.path.realpath(base)))
-    ))
+    roots = lineage_roots(lineage)
     refs: list[str] = []
     staged: dict[Path, Kind] = {}
     in_place = False
@@ -182,7 +219,7 @@ def usage(postfix: Postfix, lineage: Lineage, bundle_dir: Path) -> Usage:
                     path = Path(f)
                     staged[path] = owned.get(path, Kind.CHAIN)
                     refs.append(f"{where}{name} = {f}")
-                elif _points_at(f, lineage_roots):
+                elif _points_at(f, roots):
                     in_place = hit = True
                     refs.append(f"{where}{name} = {f}")
         return hit
@@ -197,7 +234,7 @@ def usage(postfix: Postfix, lineage: Lineage, bundle_dir: Path) -> Usage:
         elif global_hit:
             users.append(svc)
     refs = list(dict.fromkeys(refs))
-    sni = _sni_maps(params.get("tls_server_sni_maps", ""), lineage_roots + bundle_roots, refs)
+    sni = _sni_maps(params.get("tls_server_sni_maps", ""), roots + bundle_roots, refs)
     if staged:
         mode = Mode.STAGED
     elif in_place:
@@ -210,4 +247,7 @@ def usage(postfix: Postfix, lineage: Lineage, bundle_dir: Path) -> Usage:
                  staged=tuple(Staged(p, k) for p, k in staged.items()),
                  sni_maps=tuple(sni), tls_services=tuple(tls_services),
                  myhostname=params.get("myhostname", ""),
-                 queue_directory=params.get("queue_directory", ""))
+                 queue_directory=params.get("queue_directory", ""),
+                 secondaries=tuple(Path(d) for d in files_of(
+                     params.get("multi_instance_directories", ""))
+                     if params.get("multi_instance_enable", "") == "yes"))

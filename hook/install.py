@@ -5,6 +5,15 @@ version: we write a temp file in the same directory (created 0600 by ``mkstemp``
 key is never readable by others, not even for a moment), fsync it, keep the current
 file as ``NAME.prev`` (a hard link, so there is no window without a current file),
 rename the temp file over the target and fsync the directory.
+
+Two files that must match (``NAME.crt`` + ``NAME.key`` for Postfix < 3.4) cannot be
+replaced in one atomic step. :func:`install_files` narrows the gap as far as rename(2)
+allows: both temp files are written and fsynced first, then renamed back to back. An
+smtpd process that starts in the few microseconds between the two renames (or a SIGKILL
+landing there) still sees one new and one old file: that smtpd refuses TLS until it
+exits (``max_idle``/``max_use``), and the proof, which needs several consecutive good
+handshakes, catches a pair left mixed. One ``smtpd_tls_chain_files`` bundle (Postfix >=
+3.4, what ``renew-check adopt`` picks there) has no such window.
 """
 
 from __future__ import annotations
@@ -31,11 +40,9 @@ def fsync_dir(path: Path) -> None:
         os.close(fd)
 
 
-def atomic_write(target: Path, data: bytes, *, mode: int = 0o600, gid: int | None = None,
-                 keep_previous: bool = False) -> None:
-    """Replace ``target`` with ``data`` atomically; optionally keep the old one as ``.prev``."""
-    directory = target.parent
-    fd, tmp = tempfile.mkstemp(dir=directory, prefix=f".{target.name}.", suffix=".tmp")
+def _write_temp(target: Path, data: bytes, mode: int, gid: int | None) -> str:
+    """A fsynced temp file next to ``target`` holding ``data`` (private from creation)."""
+    fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.", suffix=".tmp")
     try:
         with os.fdopen(fd, "wb") as fh:
             if gid is not None:
@@ -44,6 +51,19 @@ def atomic_write(target: Path, data: bytes, *, mode: int = 0o600, gid: int | Non
             fh.write(data)
             fh.flush()
             os.fsync(fh.fileno())
+    except BaseException:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(tmp)
+        raise
+    return tmp
+
+
+def atomic_write(target: Path, data: bytes, *, mode: int = 0o600, gid: int | None = None,
+                 keep_previous: bool = False) -> None:
+    """Replace ``target`` with ``data`` atomically; optionally keep the old one as ``.prev``."""
+    directory = target.parent
+    tmp = _write_temp(target, data, mode, gid)
+    try:
         if keep_previous and target.exists():
             link_over(target, target.with_name(target.name + PREV_SUFFIX))
         os.replace(tmp, target)
@@ -57,11 +77,28 @@ def atomic_write(target: Path, data: bytes, *, mode: int = 0o600, gid: int | Non
 def install_files(files: list[tuple[Path, bytes]], *, mode: int = 0o600,
                   gid: int | None = None) -> None:
     """The hook's install step: each staged file replaced atomically, previous kept as
-    ``.prev``; leftovers of a killed earlier run are removed first."""
-    for target, data in files:
-        ensure_private_dir(target.parent)
-        cleanup_temps(target)
-        atomic_write(target, data, mode=mode, gid=gid, keep_previous=True)
+    ``.prev``; leftovers of a killed earlier run are removed first. Every temp file is
+    written and fsynced before the first rename, and the renames follow each other with
+    nothing in between, so a cert/key pair is mixed for microseconds, not for the time it
+    takes to write and fsync the second file (see the module docstring)."""
+    temps: list[tuple[Path, str]] = []
+    try:
+        for target, data in files:
+            ensure_private_dir(target.parent)
+            cleanup_temps(target)
+            temps.append((target, _write_temp(target, data, mode, gid)))
+        for target, _ in temps:
+            if target.exists():
+                link_over(target, target.with_name(target.name + PREV_SUFFIX))
+        for target, tmp in temps:
+            os.replace(tmp, target)
+    except BaseException:
+        for _, tmp in temps:
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(tmp)
+        raise
+    for directory in dict.fromkeys(target.parent for target, _ in temps):
+        fsync_dir(directory)
 
 
 def link_over(src: Path, dst: Path) -> None:

@@ -11,6 +11,7 @@ import contextlib
 import errno
 import os
 import select
+import signal
 import socket
 import subprocess
 import time
@@ -36,8 +37,15 @@ class CommandResult:
         return self.returncode == 0
 
 
-def run_on_pty(argv: Sequence[str], timeout: float = 60.0) -> CommandResult:
-    """Run ``argv`` with stdout+stderr on a pseudo-terminal; return its exit code and text."""
+COMMAND_TIMEOUT = 60.0
+"""Seconds a Postfix command (check, reload, postmap) may take (``postfix.command_timeout``)."""
+
+
+def run_on_pty(argv: Sequence[str], timeout: float = COMMAND_TIMEOUT) -> CommandResult:
+    """Run ``argv`` with stdout+stderr on a pseudo-terminal; return its exit code and text.
+
+    Every failure to run or to finish in ``timeout`` seconds is a :class:`PostfixError`
+    (the process group is killed): callers roll back on that one error type."""
     start = time.monotonic()
     master, slave = os.openpty()
     try:
@@ -54,8 +62,7 @@ def run_on_pty(argv: Sequence[str], timeout: float = 60.0) -> CommandResult:
         while True:
             remaining = deadline - time.monotonic()
             if remaining <= 0:
-                proc.kill()
-                raise PostfixError(f"{' '.join(argv)} did not finish within {timeout:.0f} s")
+                raise PostfixError(f"{' '.join(argv)} did not finish within {timeout:g} s")
             ready, _, _ = select.select([master], [], [], min(remaining, 0.5))
             if ready:
                 try:
@@ -69,13 +76,26 @@ def run_on_pty(argv: Sequence[str], timeout: float = 60.0) -> CommandResult:
                 chunks.append(data)
             elif proc.poll() is not None:
                 break
-        rc = proc.wait(timeout=max(0.1, deadline - time.monotonic()))
+        try:
+            rc = proc.wait(timeout=max(0.1, deadline - time.monotonic()))
+        except subprocess.TimeoutExpired as exc:  # it closed the terminal but did not exit
+            raise PostfixError(f"{' '.join(argv)} did not finish within {timeout:g} s") from exc
     finally:
         os.close(master)
         if proc.poll() is None:
-            proc.kill()
+            _kill_group(proc)
     text = b"".join(chunks).decode("utf-8", "replace").replace("\r\n", "\n")
     return CommandResult(tuple(argv), rc, text, time.monotonic() - start)
+
+
+def _kill_group(proc: subprocess.Popen[bytes]) -> None:
+    """Kill the command and whatever it started (its own session), then reap it."""
+    with contextlib.suppress(ProcessLookupError, PermissionError):
+        os.killpg(proc.pid, signal.SIGKILL)
+    with contextlib.suppress(ProcessLookupError):
+        proc.kill()
+    with contextlib.suppress(subprocess.TimeoutExpired):
+        proc.wait(timeout=5)
 
 
 @dataclass(frozen=True)
@@ -102,6 +122,7 @@ class Postfix:
     config_directory: Path
     reload_command: tuple[str, ...] = ()
     probe_host: str = ""
+    command_timeout: float = COMMAND_TIMEOUT
 
     # -- queries ---------------------------------------------------------------------
     def postconf(self, *args: str) -> str:
@@ -167,10 +188,20 @@ class Postfix:
                 return loop.strip("[]")
         return names[0].strip("[]")
 
+    def has_chain_files(self) -> bool:
+        """Postfix >= 3.4 reads ``smtpd_tls_chain_files`` (key + chain in one file)."""
+        version = self.postconf("-h", "mail_version").strip()
+        try:
+            major, minor = (int(x) for x in version.split(".")[:2])
+        except ValueError:
+            return True
+        return (major, minor) >= (3, 4)
+
     # -- control ---------------------------------------------------------------------
     def check(self) -> CommandResult:
         """``postfix check``; raises :class:`PostfixError` with Postfix's own words."""
-        res = run_on_pty(["postfix", "-c", str(self.config_directory), "check"])
+        res = run_on_pty(["postfix", "-c", str(self.config_directory), "check"],
+                         self.command_timeout)
         if not res.ok:
             raise PostfixError(f"'postfix -c {self.config_directory} check' failed "
                                f"(exit {res.returncode})", res.output)
@@ -178,7 +209,7 @@ class Postfix:
 
     def reload(self) -> CommandResult:
         argv = list(self.reload_command) or ["postfix", "-c", str(self.config_directory), "reload"]
-        res = run_on_pty(argv)
+        res = run_on_pty(argv, self.command_timeout)
         if not res.ok:
             raise PostfixError(f"'{' '.join(argv)}' failed (exit {res.returncode})", res.output)
         return res

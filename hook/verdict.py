@@ -75,6 +75,8 @@ class Code(StrEnum):
     CLIENT_TLS_LEVEL = "client_tls_level"
     CLIENT_NO_CAFILE = "client_no_cafile"
     CLIENT_CERT_EKU = "client_cert_eku"
+    LINEAGE_IN_PLACE = "lineage_in_place"
+    SNI_TABLE_EXPOSED = "sni_table_exposed"
     # -- what the daemon concludes from the deploy hook's records (daemon.watch) -------
     DEPLOY_REFUSED = "deploy_refused"
     """The renewal on disk was refused by the hook: Postfix still serves the previous leaf."""

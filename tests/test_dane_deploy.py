@@ -197,12 +197,13 @@ def test_lookup_failure_refuses_where_dane_was_seen(stack: Stack, dns_stack: Dns
 
 def test_in_place_refusal_says_the_old_pair_cannot_be_kept(stack: Stack, dns_stack: DnsStack) -> None:
     """Postfix reads certbot's live/ files directly (no adopt): a DANE mismatch still
-    refuses (exit 3), and the message says the old pair cannot be kept."""
+    refuses with exit 7 (refused, but Postfix reads the files in place: act now), and the
+    message says the old pair cannot be kept."""
     stack.write_config(dns={"resolver": LO, "resolver_port": dns_stack.resolver_port,
                             "timeout": 1, "dane": "refuse"})
     dns_stack.set_rrset(OWNER, "TLSA", ["3 1 1 " + "22" * 32])
-    assert hook(stack, "--dry-run") == 3
-    assert hook(stack) == 3
+    assert hook(stack, "--dry-run") == 7
+    assert hook(stack) == 7
     record = last_record(stack)
     assert "Postfix reads certbot's files in place, so the old pair cannot be kept" in record["message"]
 

@@ -20,12 +20,13 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.hazmat.primitives.asymmetric.types import PrivateKeyTypes
 
 from daemon import check
-from hook import adopt, config, deploy, discover, lineage
+from hook import adopt, audit, config, deploy, discover, lineage
 from hook.bundle import fingerprint, parse_chain
 from hook.probe import Target, probe
+from hook.verdict import Code
 from tests.harness import badcerts as bc
 from tests.harness.hookbed import HOOK, Bed, log_line, run_hook, served_all, staged_bed
-from tests.harness.stack import LO, Pebble, Stack
+from tests.harness.stack import LO, Pebble, PostfixInstance, Stack
 
 
 @pytest.fixture(scope="module")
@@ -211,15 +212,19 @@ def test_group_option_writes_bundle_0640_root_group(bed: Bed) -> None:
 
 
 def test_in_place_mode_refuses_then_deploys_and_fixes_key_permissions(stack: Stack) -> None:
-    """Postfix reading live/ directly: a bad renewal is refused with the warning that
-    Postfix would load it on restart; a real certbot renewal whose key is group-readable
-    is deployed, the key tightened to 0600, and the new leaf served."""
+    """Postfix reading live/ directly: a bad renewal is refused with exit 7 (not 3) and
+    the message says new smtpd processes already load it (act now, adopt); a real certbot
+    renewal whose key is group-readable is deployed, the key tightened to 0600, and the
+    new leaf served."""
     snap = bc.snapshot(stack.lineage)
     bc.renew_with(stack.lineage, fullchain=(stack.lineage / "fullchain.pem").read_bytes(),
                   privkey=bc.key_pem(bc.ec_key()))
     bad = run_hook(stack)
-    assert bad.returncode == 3
-    assert "would load the broken pair on its next restart" in bad.stderr
+    assert bad.returncode == 7, bad.stderr  # not 3: the refused files are live already
+    assert "every smtpd process Postfix starts from now on (no reload needed) loads" in bad.stderr
+    assert f"renew-check adopt {stack.lineage}" in bad.stderr
+    record = json.loads(sorted((stack.state_dir / "deploys").glob("*.json"))[-1].read_text())
+    assert (record["outcome"], record["outcome_detail"]) == ("refused", "refused_in_place")
     bc.restore(stack.lineage, snap)
 
     os.chmod(os.path.realpath(stack.lineage / "privkey.pem"), 0o640)  # certbot keeps group bits
@@ -237,7 +242,8 @@ def test_in_place_mode_refuses_then_deploys_and_fixes_key_permissions(stack: Sta
 
 def test_adopt_split_files_for_older_postfix_then_undo(stack: Stack) -> None:
     """``adopt`` with separate cert/key files (Postfix < 3.4 style) makes Postfix read
-    NAME.crt + NAME.key; the hook deploys a renewal into both; ``undo`` restores main.cf
+    NAME.crt + NAME.key; the hook deploys a renewal into both (warning that this Postfix
+    could use one bundle without the mixed-pair window); ``undo`` restores main.cf
     byte for byte and Postfix reads certbot's files in place again."""
     cfg = config.load(stack.config_file, {})
     main_cf = stack.postfix.config_dir / "main.cf"
@@ -257,6 +263,8 @@ def test_adopt_split_files_for_older_postfix_then_undo(stack: Stack) -> None:
     assert set(served_all(stack)) == {new}
     assert fingerprint(parse_chain(crt.read_bytes(), str(crt))[0]) == new
     assert b"PRIVATE KEY" in key.read_bytes() and b"CERTIFICATE" not in key.read_bytes()
+    record = json.loads(sorted((stack.state_dir / "deploys").glob("*.json"))[-1].read_text())
+    assert any("switch to one key+chain bundle" in w for w in record["warnings"])  # 3.7 here
 
     adopt.undo(cfg)
     assert main_cf.read_bytes() == original
@@ -268,16 +276,23 @@ def test_adopt_split_files_for_older_postfix_then_undo(stack: Stack) -> None:
 def test_sni_map_is_rebuilt_with_postmap_and_proven(stack: Stack) -> None:
     """A second lineage served only through ``tls_server_sni_maps``: after a certbot
     renewal the hook rebuilds the table with ``postmap -F``, reloads, and the SNI name
-    serves the new leaf while the default certificate is unchanged."""
+    serves the new leaf while the default certificate is unchanged. The table, which holds
+    the keys, was 0644 like its source (the audit flags it) and is 0600 afterwards. A
+    failed reload rolls the table back and proves what the SNI name served before."""
     sni_live = stack.certbot.issue(name="sni.example.test")
     source = stack.postfix.config_dir / "sni"
     source.write_text(f"# SNI\nsni.example.test {sni_live}/privkey.pem\n"
                       f"    {sni_live}/fullchain.pem\n")
+    source.chmod(0o644)
     subprocess.run(["postmap", "-F", "-c", str(stack.postfix.config_dir), f"hash:{source}"],
                    check=True)
     stack.postfix.set_main(tls_server_sni_maps=f"hash:{source}")
     stack.postfix.reload()
     default = set(served_all(stack))
+    db = Path(f"{source}.db")
+    assert stat.S_IMODE(db.stat().st_mode) == 0o644  # postmap -F: the keys, world-readable
+    tls = audit.snapshot(deploy.postfix_for(config.load(stack.config_file, {})))
+    assert [p.code for p in audit.check_sni_tables(tls)] == [Code.SNI_TABLE_EXPOSED]
 
     def sni_sha() -> str:
         res = probe(Target(LO, stack.postfix.smtp_port, servername="sni.example.test"), timeout=5)
@@ -294,6 +309,22 @@ def test_sni_map_is_rebuilt_with_postmap_and_proven(stack: Stack) -> None:
     record = json.loads(sorted((stack.state_dir / "deploys").glob("*.json"))[-1].read_text())
     assert record["mode"] == "sni_map" and record["outcome"] == "deployed"
     assert any(s.startswith(f"postmap -F hash:{source}") for s in record["steps"])
+    assert stat.S_IMODE(db.stat().st_mode) == 0o600
+    assert audit.check_sni_tables(tls) == []
+
+    # A reload that fails once: the table is restored (still 0600) and the rollback proves
+    # that the SNI name serves what it served before the run, instead of claiming it.
+    flag, script = stack.base / "failed-once", stack.base / "reload-fails-once"
+    script.write_text(f"#!/bin/sh\nif [ ! -e {flag} ]; then touch {flag}; exit 1; fi\n"
+                      f"exec postfix -c {stack.postfix.config_dir} reload\n")
+    script.chmod(0o755)
+    cfg = stack.write_config(stack.base / "fails-once.toml",
+                             postfix={"reload_command": [str(script)]})
+    result = run_hook(stack, sni_live, config=cfg)
+    assert result.returncode == 4, result.stderr
+    assert f"SNI sni.example.test serves {new[:16]} again (as before the deploy)" in result.stderr
+    assert stat.S_IMODE(db.stat().st_mode) == 0o600
+    assert sni_sha() == new
 
 
 def test_deploy_imports_intermediates_into_os_trust_anchors_when_enabled(bed: Bed) -> None:
@@ -390,3 +421,30 @@ def test_lineage_used_by_one_master_cf_service_only(stack: Stack) -> None:
     got = served_all(stack)
     assert got[1] == new
     assert [got[0], got[2]] == others
+
+
+def test_every_postmulti_instance_that_uses_the_lineage_is_reloaded_and_proven(
+        stack: Stack) -> None:
+    """A second Postfix instance (``multi_instance_enable = yes``,
+    ``multi_instance_directories``) that reads the same lineage: a certbot renewal with the
+    hook reloads both instances and proves the new leaf on all six services (three each)."""
+    second = PostfixInstance(stack.base / "postfix2", chain_files=stack.postfix.chain_files)
+    try:
+        second.start()
+        stack.postfix.set_main(multi_instance_enable="yes",
+                               multi_instance_directories=str(second.config_dir))
+        stack.postfix.reload()
+        stack.install_hook()
+        stack.certbot.renew(env=stack.env())
+        record = json.loads(sorted((stack.state_dir / "deploys").glob("*.json"))[-1].read_text())
+        assert record["outcome"] == "deployed", record["message"]
+        assert len(record["services"]) == 6
+        assert {f"{LO}:{p}" for p in second.ports} <= {s.rsplit("/", 1)[0]
+                                                      for s in record["services"]}
+        assert f"postfix -c {second.config_dir} reload" in record["steps"]
+        new = fingerprint(parse_chain((stack.lineage / "cert.pem").read_bytes(), "cert")[0])
+        for port, implicit in zip(second.ports, (False, False, True), strict=True):
+            res = probe(Target(LO, port, implicit_tls=implicit), timeout=5)
+            assert res.handshake is not None and fingerprint(res.handshake.leaf) == new
+    finally:
+        second.stop()

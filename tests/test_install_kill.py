@@ -105,3 +105,21 @@ def test_killing_the_whole_hook_midway_leaves_a_complete_bundle(pebble: Pebble) 
         assert result.returncode == 0, result.stderr
         assert bed.bundle.read_bytes() == new
         assert set(served_all(bed.stack)) == {bc.leaf_sha256_of(chain)}
+
+
+def test_both_files_of_a_pair_are_written_before_either_is_renamed(tmp_path: Path) -> None:
+    """install_files writes every temp file before the first rename: when the second file
+    cannot be written (its directory is a plain file), the first target is untouched, so
+    a cert/key pair is never left mixed by a failed write."""
+    crt, key = tmp_path / "b" / "n.crt", tmp_path / "blocked" / "n.key"
+    crt.parent.mkdir()
+    crt.write_bytes(b"old cert")
+    (tmp_path / "blocked").write_bytes(b"a file, not a directory")
+    try:
+        install.install_files([(crt, b"new cert"), (key, b"new key")])
+    except OSError:
+        pass
+    else:
+        raise AssertionError("installing into a non-directory did not fail")
+    assert crt.read_bytes() == b"old cert"
+    assert [p.name for p in crt.parent.iterdir()] == ["n.crt"]  # no temp file left behind

@@ -3,12 +3,16 @@
 from __future__ import annotations
 
 import os
+import subprocess
 import time
 from pathlib import Path
 
+import pytest
+
 from hook import discover
+from hook.errors import PostfixError
 from hook.lineage import Lineage
-from hook.postfix import Postfix
+from hook.postfix import Postfix, run_on_pty
 
 MASTER_CF = """\
 127.0.0.1:2525 inet n - n - - smtpd
@@ -81,3 +85,14 @@ def test_chain_files_take_precedence_over_legacy_cert_files(tmp_path: Path) -> N
     main = discover.usage(postfix, Lineage(le, "main"), bundles)
     assert main.mode is discover.Mode.STAGED
     assert {s.port for s in main.services} == {2525, 2587}
+
+
+def test_a_command_that_closes_its_terminal_and_hangs_is_a_postfix_error() -> None:
+    """A reload command that detaches from the pseudo-terminal and never exits (a real
+    ``sleep``) ends in :class:`PostfixError` after the timeout, not in a stray
+    ``subprocess.TimeoutExpired``; the process is killed."""
+    start = time.monotonic()
+    with pytest.raises(PostfixError, match=r"did not finish within 0\.5 s") as caught:
+        run_on_pty(["sh", "-c", "exec >/dev/null 2>&1; sleep 30"], timeout=0.5)
+    assert time.monotonic() - start < 5
+    assert isinstance(caught.value.__cause__, subprocess.TimeoutExpired)

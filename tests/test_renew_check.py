@@ -57,7 +57,8 @@ def assert_schema(doc: dict[str, Any]) -> None:
 def test_survey_of_stock_postfix(rc_stack: Stack, capsys: pytest.CaptureFixture[str]) -> None:
     """No arguments: the one lineage Postfix reads, its three TLS services (roles mx,
     submission, submissions) probed and matching the disk, the deep findings (critical on
-    submission: exit 2) and the client-side audit, in the documented JSON schema."""
+    submission: exit 2) and the client-side audit (with the lineage read in place: adopt
+    it), in the documented JSON schema."""
     rc, doc = run_json(capsys, "--config", str(rc_stack.config_file))
     assert_schema(doc)
     assert (rc, doc["status"], doc["exit_code"], doc["command"]) == (2, "critical", 2, "check")
@@ -72,6 +73,9 @@ def test_survey_of_stock_postfix(rc_stack: Stack, capsys: pytest.CaptureFixture[
         assert set(s["deep"]["accepted"]) == {"anonymous", "TLSv1", "TLSv1.1"}
     assert [s["status"] for s in doc["services"]] == ["warning", "critical", "critical"]
     assert "client_tls_level" in {p["code"] for p in doc["audit"]}
+    [in_place] = [p for p in doc["audit"] if p["code"] == "lineage_in_place"]
+    assert in_place["status"] == "warning"
+    assert in_place["fix"].startswith(f"renew-check adopt {rc_stack.lineage}")
 
 
 def test_plain_text_is_nagios_style_and_tty_gets_a_table(rc_stack: Stack) -> None:
@@ -90,9 +94,11 @@ def test_plain_text_is_nagios_style_and_tty_gets_a_table(rc_stack: Stack) -> Non
 
 
 @pytest.fixture
-def hardened(stack: Stack) -> Stack:
+def hardened(stack: Stack, capsys: pytest.CaptureFixture[str]) -> Stack:
+    """Every printed fix applied, ``renew-check adopt`` (no lineage read in place) included."""
     stack.postfix.set_main(**HARDENED)
-    stack.postfix.reload()
+    assert check.main(["--config", str(stack.config_file), "adopt", str(stack.lineage)]) == 0
+    capsys.readouterr()
     time.sleep(0.3)  # idle old smtpd processes may take one more connection
     return stack
 

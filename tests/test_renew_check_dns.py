@@ -15,7 +15,8 @@ from typing import Any
 import pytest
 
 from daemon import check
-from hook import dane
+from hook import adopt, dane, lineage
+from hook import config as config_mod
 from hook.bundle import parse_chain
 from tests.harness.dns import DnsStack
 from tests.harness.policy import PolicyServer
@@ -29,11 +30,12 @@ POLICY = "version: STSv1\nmode: enforce\nmx: {mx}\nmax_age: 1209600\n"
 @pytest.fixture
 def dns_stack_config(stack: Stack, dns_stack: DnsStack, policy_server: PolicyServer,
                      tmp_path: Path) -> Stack:
-    """A hardened Postfix that accepts mail for example.test and lists.example.test, and a
+    """A hardened (and adopted) Postfix that accepts mail for example.test and lists.example.test, and a
     config whose [dns] points at the test resolver and policy server."""
     stack.postfix.set_main(**HARDENED,
                            mydestination="$myhostname, localhost, example.test, lists.example.test")
-    stack.postfix.reload()
+    cfg = config_mod.load(stack.config_file, {})  # adopt, or the audit warns: lineage_in_place
+    adopt.adopt(cfg, lineage.resolve(stack.lineage, cfg.certbot.config_dir))
     time.sleep(0.3)
     dns_stack.set_rrset("lists.example.test", "MX", ["10 mx2.example.test."])
     dns_stack.set_rrset("_mta-sts.lists.example.test", "TXT", [])
