@@ -54,11 +54,12 @@ from hook.validate import Trust, load_trust
 from hook.verdict import Code, Problem, Status, worst
 
 FAILED_DEPLOYS = {"refused": Status.WARNING, "rolled_back": Status.WARNING,
-                  "rollback_failed": Status.CRITICAL}
+                  "rollback_failed": Status.CRITICAL, "refused_in_place": Status.CRITICAL}
 """Deploy outcomes that leave a renewal on disk undeployed, and their status when the
 certificate Postfix still serves is unknown (else it follows that certificate's expiry)."""
 DEPLOY_CODES = {"refused": Code.DEPLOY_REFUSED, "rolled_back": Code.DEPLOY_ROLLED_BACK,
-                "rollback_failed": Code.DEPLOY_ROLLBACK_FAILED}
+                "rollback_failed": Code.DEPLOY_ROLLBACK_FAILED,
+                "refused_in_place": Code.DEPLOY_REFUSED_IN_PLACE}
 DEPLOY_FIX = {
     "refused": "fix what the deploy hook reported (see the detail), then run "
                "'postfix-deploy-hook --lineage {live}' (reloading Postfix cannot help: the "
@@ -69,6 +70,11 @@ DEPLOY_FIX = {
     "rollback_failed": "ACT NOW: the rollback failed too; check 'postfix check', the bundle and "
                        "what Postfix serves ('renew-check'), then run "
                        "'postfix-deploy-hook --lineage {live}'",
+    "refused_in_place": "ACT NOW: Postfix reads {live} in place, so new smtpd processes already "
+                        "load the refused files; point live/ back at the previous archive "
+                        "files (see the detail), run 'postfix-deploy-hook --lineage {live}', "
+                        "then 'renew-check adopt {live}' so a bad renewal never reaches "
+                        "Postfix again",
 }
 
 
@@ -281,7 +287,10 @@ class Watcher:
             # The hook refused (or rolled back) the leaf on disk: Postfix rightly serves the
             # previous one. Expect that; calling it stale ("postfix reload") would mislead.
             refusals[name] = refusal
-            expected[name] = None if deploying or refusal.outcome == "rollback_failed" else (
+            # after a failed rollback, or in place (new smtpd processes load the refused
+            # files), what is served is unknown: no stale check, the deploy check speaks
+            expected[name] = None if deploying or refusal.outcome in (
+                "rollback_failed", "refused_in_place") else (
                 refusal.old_sha256 or None)
         for svc in disc.services:
             if self.stopping.is_set():
@@ -377,7 +386,7 @@ class Watcher:
         status = FAILED_DEPLOYS[refusal.outcome]
         detail = f"renewal not deployed: {refusal.message}"
         served = self._served(name, refusal.old_sha256)
-        if served is not None and refusal.outcome != "rollback_failed":
+        if served is not None and refusal.outcome not in ("rollback_failed", "refused_in_place"):
             not_before, not_after = served
             when = dt.datetime.fromtimestamp(now, dt.UTC)
             start, end = (dt.datetime.fromtimestamp(t, dt.UTC) for t in (not_before, not_after))

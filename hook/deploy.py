@@ -778,11 +778,6 @@ def write_record(state_dir: Path, report: Report) -> Path:
     stamp = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime())
     path = records / f"{stamp}-{os.getpid()}-{report.lineage}.json"
     record = {"time": time.time(), **report.as_record()}
-    if report.outcome is Outcome.REFUSED_IN_PLACE:
-        # The daemon (daemon/watch.py, daemon/metrics.py) knows "refused" and would count
-        # an outcome it does not know as OK: keep "refused" there until it learns this one.
-        record["outcome"] = Outcome.REFUSED.value
-        record["outcome_detail"] = Outcome.REFUSED_IN_PLACE.value
     install.atomic_write(path, json.dumps(record, indent=2).encode() + b"\n", mode=0o644)
     return path
 

@@ -82,6 +82,8 @@ class Code(StrEnum):
     """The renewal on disk was refused by the hook: Postfix still serves the previous leaf."""
     DEPLOY_ROLLED_BACK = "deploy_rolled_back"
     """The renewal was deployed, not served, and rolled back: the previous leaf is served."""
+    DEPLOY_REFUSED_IN_PLACE = "deploy_refused_in_place"
+    """Refused, but Postfix reads certbot's files in place: new smtpd processes load them."""
     DEPLOY_ROLLBACK_FAILED = "deploy_rollback_failed"
     """The rollback failed too: what Postfix serves is unknown."""
 

@@ -92,6 +92,22 @@ def test_refusal_severity_follows_the_served_certificate(
     assert w.state.checks["deploy mx.example.org"].status == "ok"
 
 
+def test_in_place_refusal_is_critical_at_once(
+        watcher: tuple[Watcher, list[MutableMapping[str, Any]]]) -> None:
+    """Refused while Postfix reads certbot's files in place (hook exit 7): new smtpd
+    processes already load the refused files, so it is critical whatever the old
+    certificate's expiry, and the action says to act now and to adopt."""
+    w, _ = watcher
+    now = w.clock()
+    info = DeployInfo(time=now, outcome="refused_in_place", new_sha256="ab" * 32,
+                      old_sha256="cd" * 32, message="refused: the key does not match")
+    w.state.deploys["mx.example.org"] = info
+    w._judge_deploy("mx.example.org", now, info)
+    check = w.state.checks["deploy mx.example.org"]
+    assert (check.status, check.codes) == ("critical", ("deploy_refused_in_place",))
+    assert check.action.startswith("ACT NOW") and "renew-check adopt" in check.action
+
+
 def test_renew_job_failure_is_alerted(watcher: tuple[Watcher, list[MutableMapping[str, Any]]]) -> None:
     """The optional renew job runs daemon.renew_command; a failure is a critical check
     with the command's output, and it is alerted."""
