@@ -28,6 +28,7 @@ from pathlib import Path
 from cryptography import x509
 from cryptography.x509.oid import ExtendedKeyUsageOID
 
+from hook.lineage import parse_reuse_key
 from hook.postfix import Postfix, Service, tls_level
 from hook.verdict import Code, Problem, Status
 
@@ -474,8 +475,7 @@ def _client_cert_warning(f: CertFile, renewal_conf: Callable[[str], Path | None]
     if conf is not None:
         text = _read(str(conf))
         if text is not None:
-            reuse = any(line.replace(" ", "").lower() == "reuse_key=true"
-                        for line in text.decode("utf-8", "replace").splitlines())
+            reuse = parse_reuse_key(text.decode("utf-8", "replace"))
     detail = (f"{f.use} = {f.path}: a Let's Encrypt certificate is Postfix's client "
               "certificate. Let's Encrypt no longer includes the clientAuth EKU "
               f"(this one: {'has it' if eku == 'yes' else 'lacks it' if eku == 'no' else 'unknown'}), "

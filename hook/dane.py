@@ -34,6 +34,7 @@ from cryptography.x509.oid import NameOID
 from hook.bundle import spki
 from hook.config import Config, DaneMode
 from hook.dns import Answer, Resolver, Security
+from hook.lineage import read_reuse_key
 from hook.verdict import Code, Problem, Status, worst
 
 SMTP_PORT = 25
@@ -173,15 +174,7 @@ def tlsa_hosts(names: Sequence[str]) -> tuple[str, ...]:
 
 def reuse_key(renewal_conf: Path) -> bool | None:
     """certbot's ``reuse_key`` for a lineage (its ``renewal/NAME.conf``); None if unknown."""
-    try:
-        text = renewal_conf.read_text(errors="replace")
-    except OSError:
-        return None
-    for line in text.splitlines():
-        key, sep, value = line.partition("=")
-        if sep and key.strip() == "reuse_key":
-            return value.strip().lower() in ("true", "yes", "1", "on")
-    return False
+    return read_reuse_key(renewal_conf)
 
 
 # --------------------------------------------------------------------------- the gate

@@ -67,17 +67,26 @@ class Lineage:
             return fh.read()
 
 
-def reuses_key(lineage: Lineage) -> bool:
-    """Does ``renewal/NAME.conf`` say ``reuse_key = True`` (certbot keeps the key)?"""
-    try:
-        text = lineage.renewal_conf().read_text(errors="replace")
-    except OSError:
-        return False
+def parse_reuse_key(text: str) -> bool:
+    """certbot's ``reuse_key`` from the text of ``renewal/NAME.conf`` (configobj syntax)."""
     for line in text.splitlines():
         key, sep, value = line.partition("=")
         if sep and key.strip() == "reuse_key":
-            return value.strip().lower() in ("true", "1", "yes", "on")
+            return value.strip().strip("'\"").lower() in ("true", "1", "yes", "on")
     return False
+
+
+def read_reuse_key(renewal_conf: Path) -> bool | None:
+    """:func:`parse_reuse_key` of a renewal file; None if it cannot be read."""
+    try:
+        return parse_reuse_key(renewal_conf.read_text(errors="replace"))
+    except OSError:
+        return None
+
+
+def reuses_key(lineage: Lineage) -> bool:
+    """Does ``renewal/NAME.conf`` say ``reuse_key = True`` (certbot keeps the key)?"""
+    return read_reuse_key(lineage.renewal_conf()) is True
 
 
 def previous_version(lineage: Lineage, kind: str = "cert") -> Path | None:
