@@ -14,21 +14,11 @@ from typing import Any
 from hook import dane, danestate
 from hook.bundle import fingerprint, parse_chain
 from hook.cli import main as hook_main
-from hook.probe import Target, probe
 from tests.harness.dns import DnsStack, free_udp_tcp_port
+from tests.harness.hookbed import served_all
 from tests.harness.stack import DOMAIN, LO, Stack
 
 OWNER = f"_25._tcp.{DOMAIN}"
-
-
-def served(stack: Stack) -> list[str]:
-    pf = stack.postfix
-    out = []
-    for port, implicit in ((pf.smtp_port, False), (pf.submission_port, False), (pf.smtps_port, True)):
-        res = probe(Target(LO, port, implicit_tls=implicit), timeout=5)
-        assert res.handshake is not None, res.detail
-        out.append(fingerprint(res.handshake.leaf))
-    return out
 
 
 def chain_of(stack: Stack) -> tuple[Any, ...]:
@@ -63,7 +53,7 @@ def test_renewal_with_new_key_is_refused_and_old_cert_still_served(stack: Stack,
     old_chain = chain_of(stack)
     dns_stack.set_rrset(OWNER, "TLSA", [str(dane.tlsa(old_chain[0], 3, 1, 1))])
     old = fingerprint(old_chain[0])
-    assert served(stack) == [old] * 3
+    assert served_all(stack) == [old] * 3
     bundle = stack.bundle_dir / f"{DOMAIN}.pem"
     before = bundle.read_bytes()
 
@@ -71,7 +61,7 @@ def test_renewal_with_new_key_is_refused_and_old_cert_still_served(stack: Stack,
     stack.certbot.renew(env=stack.env())
     new_chain = chain_of(stack)
     assert fingerprint(new_chain[0]) != old
-    assert served(stack) == [old] * 3
+    assert served_all(stack) == [old] * 3
     assert bundle.read_bytes() == before
     record = last_record(stack)
     assert record["outcome"] == "refused"
@@ -85,7 +75,7 @@ def test_renewal_with_new_key_is_refused_and_old_cert_still_served(stack: Stack,
     dns_stack.set_rrset(OWNER, "TLSA", [str(dane.tlsa(old_chain[0], 3, 1, 1)),
                                         str(dane.tlsa(new_chain[0], 3, 1, 1))])
     assert hook(stack) == 0
-    assert served(stack) == [fingerprint(new_chain[0])] * 3
+    assert served_all(stack) == [fingerprint(new_chain[0])] * 3
     record = last_record(stack)
     assert record["outcome"] == "deployed" and record["dane"]["status"] == "warning"
     assert "DANE warning: " in record["message"]  # key_changed: next renewal, new key again
@@ -103,7 +93,7 @@ def test_matching_3_1_1_deploys(stack: Stack, dns_stack: DnsStack) -> None:
     new = fingerprint(chain_of(stack)[0])
 
     assert hook(stack) == 0
-    assert served(stack) == [new] * 3
+    assert served_all(stack) == [new] * 3
     record = last_record(stack)
     assert record["outcome"] == "deployed", record["message"]
     assert record["message"].endswith(f"DANE ok: {DOMAIN} match")
@@ -125,7 +115,7 @@ def test_2_1_1_for_the_issuer_deploys_across_a_key_rollover(stack: Stack, dns_st
     assert dane.tlsa(new_chain[0], 3, 1, 1) != dane.tlsa(old_chain[0], 3, 1, 1)
 
     assert hook(stack) == 0
-    assert served(stack) == [fingerprint(new_chain[0])] * 3
+    assert served_all(stack) == [fingerprint(new_chain[0])] * 3
     record = last_record(stack)
     assert record["dane"]["hosts"][0]["match_new"][0].startswith("2 1 1 ")
     assert record["dane"]["problems"] == []
@@ -161,7 +151,7 @@ def test_lookup_failure_warns_for_a_host_never_seen_using_dane(stack: Stack, dns
     new = fingerprint(chain_of(stack)[0])
 
     assert hook(stack) == 0
-    assert served(stack) == [new] * 3
+    assert served_all(stack) == [new] * 3
     record = last_record(stack)
     assert record["outcome"] == "deployed"
     warning = next(w for w in record["warnings"] if w.startswith("dns_lookup_failed"))
@@ -186,7 +176,7 @@ def test_lookup_failure_refuses_where_dane_was_seen(stack: Stack, dns_stack: Dns
     stack.write_config(dns={"resolver": LO, "resolver_port": port, "timeout": 1, "dane": "refuse"})
     stack.certbot.renew(extra=["--reuse-key"])
     assert hook(stack) == 3
-    assert served(stack) == [old] * 3 and bundle.read_bytes() == before
+    assert served_all(stack) == [old] * 3 and bundle.read_bytes() == before
     record = last_record(stack)
     assert record["outcome"] == "refused"
     assert record["message"].startswith(f"refused by the DANE gate: dns_lookup_failed: cannot tell "

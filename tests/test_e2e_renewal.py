@@ -7,24 +7,12 @@ import stat
 
 from daemon import check
 from hook.bundle import fingerprint, parse_chain
-from hook.probe import Target, probe
-from tests.harness.stack import LO, Stack
-
-
-def served_sha256(port: int, implicit: bool = False) -> str:
-    res = probe(Target(LO, port, implicit_tls=implicit), timeout=5)
-    assert res.handshake is not None, res.detail
-    return fingerprint(res.handshake.leaf)
+from tests.harness.hookbed import served_all
+from tests.harness.stack import Stack
 
 
 def disk_sha256(stack: Stack) -> str:
     return fingerprint(parse_chain((stack.lineage / "cert.pem").read_bytes(), "cert.pem")[0])
-
-
-def all_served(stack: Stack) -> list[str]:
-    pf = stack.postfix
-    return [served_sha256(pf.smtp_port), served_sha256(pf.submission_port),
-            served_sha256(pf.smtps_port, implicit=True)]
 
 
 def test_certbot_renewal_runs_hook_and_postfix_serves_new_leaf(stack: Stack) -> None:
@@ -33,7 +21,7 @@ def test_certbot_renewal_runs_hook_and_postfix_serves_new_leaf(stack: Stack) -> 
     cfg = str(stack.config_file)
     assert check.main(["--config", cfg, "adopt", str(stack.lineage)]) == 0
     old = disk_sha256(stack)
-    assert all_served(stack) == [old] * 3
+    assert served_all(stack) == [old] * 3
 
     stack.install_hook()
     result = stack.certbot.renew(env=stack.env())
@@ -41,7 +29,7 @@ def test_certbot_renewal_runs_hook_and_postfix_serves_new_leaf(stack: Stack) -> 
 
     new = disk_sha256(stack)
     assert new != old
-    assert all_served(stack) == [new] * 3
+    assert served_all(stack) == [new] * 3
 
     bundle = stack.bundle_dir / "mail.example.test.pem"
     assert stat.S_IMODE(bundle.stat().st_mode) == 0o600
