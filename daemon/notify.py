@@ -18,7 +18,11 @@ from typing import Any
 
 
 class Notifier:
-    """Send ``KEY=value`` lines to ``$NOTIFY_SOCKET`` (a path, or ``@abstract``)."""
+    """Send ``KEY=value`` lines to ``$NOTIFY_SOCKET`` (a path, or ``@abstract``).
+
+    ``sdnotify`` connects to the process environment's ``NOTIFY_SOCKET``, which is where
+    systemd puts it; ``environ`` only says whether we run under systemd at all.
+    """
 
     def __init__(self, environ: Mapping[str, str]) -> None:
         self.address: str | None = environ.get("NOTIFY_SOCKET") or None

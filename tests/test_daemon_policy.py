@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 import json
+import os
 import socket
 import tempfile
 from dataclasses import replace
 from pathlib import Path
+
+import pytest
 
 from daemon import policy, state
 from daemon.notify import Notifier, watchdog_interval
@@ -97,9 +100,10 @@ def test_state_round_trip_and_corrupt_file_set_aside(tmp_path: Path) -> None:
     assert (tmp_path / "daemon.json.corrupt").exists()
 
 
-def test_watchdog_interval_and_notify_datagrams() -> None:
+def test_watchdog_interval_and_notify_datagrams(monkeypatch: pytest.MonkeyPatch) -> None:
     """WATCHDOG_USEC gives a ping every third of it (none if WATCHDOG_PID is another
-    process); messages reach a bound datagram socket, also an abstract one."""
+    process); messages reach a bound datagram socket, also an abstract one (sdnotify
+    reads NOTIFY_SOCKET from the process environment, as under systemd)."""
     assert watchdog_interval({"WATCHDOG_USEC": "30000000"}) == 10.0
     assert watchdog_interval({"WATCHDOG_USEC": "30000000", "WATCHDOG_PID": "1"}, pid=2) is None
     assert watchdog_interval({}) is None
@@ -110,7 +114,8 @@ def test_watchdog_interval_and_notify_datagrams() -> None:
                                          "@certwatch-test-" + Path(d).name)):
             with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as srv:
                 srv.bind(addr)
-                n = Notifier({"NOTIFY_SOCKET": env})
+                monkeypatch.setenv("NOTIFY_SOCKET", env)
+                n = Notifier(os.environ)
                 assert n.ready("1/1 ok")
                 assert srv.recv(100) == b"READY=1\nSTATUS=1/1 ok"
                 n.close()
