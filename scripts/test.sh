@@ -6,7 +6,7 @@ cd "$(dirname "$0")/.."
 bash scripts/setup.sh
 VENV=${VENV:-$PWD/.venv}
 start=$(date +%s)
-"$VENV/bin/ruff" check hook daemon tests
+"$VENV/bin/ruff" check hook daemon tests bench
 "$VENV/bin/mypy"
 rc=0
 "$VENV/bin/python" -m pytest "$@" || rc=$?
