@@ -17,7 +17,6 @@ snapshotted first and put back, byte for byte, if anything fails.
 
 from __future__ import annotations
 
-import contextlib
 import os
 import time
 from collections.abc import Callable, Mapping
@@ -112,29 +111,6 @@ def new_settings(effective: Mapping[str, str], ours: Callable[[str], bool],
     return {"smtpd_tls_chain_files": ", ".join(entries)}
 
 
-def _snapshot(paths: list[Path]) -> dict[Path, bytes | None]:
-    out: dict[Path, bytes | None] = {}
-    for path in paths:
-        try:
-            out[path] = path.read_bytes()
-        except FileNotFoundError:
-            out[path] = None
-    return out
-
-
-def _put_back(saved: dict[Path, bytes | None], mode: int, gid: int | None) -> None:
-    """Staged files as they were before this adopt (a file that did not exist is removed)."""
-    for path, data in saved.items():
-        if data is None:
-            with contextlib.suppress(FileNotFoundError):
-                path.unlink()
-        else:
-            with contextlib.suppress(FileNotFoundError):
-                if path.read_bytes() == data:
-                    continue
-            install.atomic_write(path, data, mode=mode, gid=gid)
-
-
 def adopt(config: Config, lineage: Lineage, *, split: bool | None = None) -> AdoptResult:
     """Validate, stage, point Postfix at the staged files, check, reload, prove; on any
     failure put main.cf, master.cf and the staged files back and reload."""
@@ -175,13 +151,10 @@ def _adopt(config: Config, lineage: Lineage, split: bool | None) -> AdoptResult:
     if main_backup is None:
         raise Error(f"{cfdir / 'main.cf'}: not found")
     master_backup = _backup(cfdir / "master.cf", stamp)
-    staged_before = _snapshot([owned[k] for k in kinds])
+    staged_before = install.snapshot(owned[k] for k in kinds)
     try:
-        for kind in kinds:
-            target = owned[kind]
-            install.ensure_private_dir(target.parent)
-            install.atomic_write(target, new.file_for(kind.value), mode=mode, gid=gid,
-                                 keep_previous=True)
+        install.install_files([(owned[k], new.file_for(k.value)) for k in kinds], mode=mode,
+                              gid=gid)
         if main_settings:
             postfix.postconf("-e", *(f"{k} = {v}" for k, v in main_settings.items()))
         for name, settings in svc_settings.items():
@@ -196,7 +169,7 @@ def _adopt(config: Config, lineage: Lineage, split: bool | None) -> AdoptResult:
     except Exception as exc:
         _restore(main_backup, cfdir / "main.cf")
         _restore(master_backup, cfdir / "master.cf")
-        _put_back(staged_before, mode, gid)
+        install.restore(staged_before, remove_new=True)
         try:
             postfix.reload()
         except Error as again:

@@ -462,8 +462,7 @@ def run(config: Config, lineage: Lineage, *, dry_run: bool = False,
     # with unproven files installed.
     gid = group_id(config)
     perms.apply(lineage, checked.fixes)
-    before = _Before({s.path: _snapshot(s.path) for s in use.staged}, {},
-                     _served_sni(use, config))
+    before = _Before(install.snapshot(s.path for s in use.staged), {}, _served_sni(use, config))
     try:
         install.install_files([(s.path, new.file_for(s.kind.value)) for s in use.staged],
                               mode=perms.key_mode(gid), gid=gid)
@@ -474,7 +473,7 @@ def run(config: Config, lineage: Lineage, *, dry_run: bool = False,
     except Exception as exc:  # e.g. disk full: put back what was written, nothing reloaded
         try:
             _restore_sni(before.sni, perms.key_mode(gid), gid)
-            _restore_staged(before.staged)
+            install.restore(before.staged)
         except Exception as again:  # reported, not raised
             return replace(base, outcome=Outcome.ROLLBACK_FAILED, timings=clock.total(),
                            message=f"installing failed ({_why(exc)}) and restoring the previous "
@@ -672,45 +671,20 @@ def _restore_sni(backup: dict[Path, tuple[bytes, int] | None], mode: int, gid: i
             install.atomic_write(path, saved[0], mode=saved[1] & mode, gid=gid)
 
 
-def _snapshot(path: Path) -> tuple[bytes, int, int] | None:
-    """Content, mode and group of a staged file before we replace it (None: absent)."""
-    try:
-        st = path.stat()
-        return path.read_bytes(), st.st_mode & 0o7777, st.st_gid
-    except FileNotFoundError:
-        return None
-
-
-def _restore_staged(before: dict[Path, tuple[bytes, int, int] | None]) -> bool:
-    """Put every staged file back as it was before this run (atomically, from memory, so a
-    run that failed half way through a split cert/key pair never mixes versions)."""
-    ok = True
-    for path, saved in before.items():
-        if saved is None:
-            ok = False  # nothing to go back to; leave the new (validated) file
-            continue
-        data, mode, gid = saved
-        with contextlib.suppress(FileNotFoundError):
-            if path.read_bytes() == data:
-                continue
-        install.atomic_write(path, data, mode=mode, gid=gid)
-    return ok
-
-
 @dataclass(frozen=True)
 class _Before:
     """What the rollback puts back and proves: staged files (bytes, mode, group), SNI
     tables (filled as they are rebuilt), and what each SNI name served."""
 
-    staged: dict[Path, tuple[bytes, int, int] | None]
+    staged: dict[Path, install.Saved | None]
     sni: dict[Path, tuple[bytes, int] | None]
     sni_served: dict[str, str | None]
 
     def old_leaf(self) -> x509.Certificate | None:
         for path, saved in self.staged.items():
-            if saved is not None and b"CERTIFICATE" in saved[0]:
+            if saved is not None and b"CERTIFICATE" in saved.data:
                 with contextlib.suppress(BundleError):
-                    return bundle_mod.parse_chain(saved[0], str(path))[0]
+                    return bundle_mod.parse_chain(saved.data, str(path))[0]
         return None
 
 
@@ -727,7 +701,7 @@ def _rollback(report: Report, reload: Callable[[], None], use: discover.Usage,
     gid = group_id(config)
     try:
         _restore_sni(before.sni, perms.key_mode(gid), gid)
-        if use.staged and (old_sha is None or not _restore_staged(before.staged)):
+        if use.staged and (old_sha is None or not install.restore(before.staged)):
             return failed(f"{why}; no previous bundle to restore at {use.bundle_path}")
         reload()
         proven = []

@@ -21,6 +21,8 @@ from __future__ import annotations
 import contextlib
 import os
 import tempfile
+from collections.abc import Iterable
+from dataclasses import dataclass
 from pathlib import Path
 
 PREV_SUFFIX = ".prev"
@@ -58,14 +60,11 @@ def _write_temp(target: Path, data: bytes, mode: int, gid: int | None) -> str:
     return tmp
 
 
-def atomic_write(target: Path, data: bytes, *, mode: int = 0o600, gid: int | None = None,
-                 keep_previous: bool = False) -> None:
-    """Replace ``target`` with ``data`` atomically; optionally keep the old one as ``.prev``."""
+def atomic_write(target: Path, data: bytes, *, mode: int = 0o600, gid: int | None = None) -> None:
+    """Replace ``target`` with ``data`` atomically."""
     directory = target.parent
     tmp = _write_temp(target, data, mode, gid)
     try:
-        if keep_previous and target.exists():
-            link_over(target, target.with_name(target.name + PREV_SUFFIX))
         os.replace(tmp, target)
     except BaseException:
         with contextlib.suppress(FileNotFoundError):
@@ -129,11 +128,42 @@ def cleanup_temps(target: Path) -> tuple[Path, ...]:
     return tuple(removed)
 
 
-def restore_previous(target: Path) -> bool:
-    """Put ``target.prev`` back in place atomically; False if there is none."""
-    prev = target.with_name(target.name + PREV_SUFFIX)
-    if not prev.exists():
-        return False
-    link_over(prev, target)
-    fsync_dir(target.parent)
-    return True
+@dataclass(frozen=True)
+class Saved:
+    """A file as it was before we replaced it: content, mode and group."""
+
+    data: bytes
+    mode: int
+    gid: int
+
+
+def snapshot(paths: Iterable[Path]) -> dict[Path, Saved | None]:
+    """Each file's :class:`Saved` state (None: it did not exist), kept in memory."""
+    out: dict[Path, Saved | None] = {}
+    for path in paths:
+        try:
+            st = path.stat()
+            out[path] = Saved(path.read_bytes(), st.st_mode & 0o7777, st.st_gid)
+        except FileNotFoundError:
+            out[path] = None
+    return out
+
+
+def restore(saved: dict[Path, Saved | None], *, remove_new: bool = False) -> bool:
+    """Put every file back as :func:`snapshot` saw it, each atomically and from memory
+    (a failure half way through a cert/key pair never mixes versions). A file that did
+    not exist before is removed with ``remove_new``, else left in place; False then."""
+    complete = True
+    for path, before in saved.items():
+        if before is None:
+            if remove_new:
+                with contextlib.suppress(FileNotFoundError):
+                    path.unlink()
+            else:
+                complete = False
+            continue
+        with contextlib.suppress(FileNotFoundError):
+            if path.read_bytes() == before.data:
+                continue
+        atomic_write(path, before.data, mode=before.mode, gid=before.gid)
+    return complete
