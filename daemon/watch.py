@@ -57,6 +57,9 @@ FAILED_DEPLOYS = {"refused": Status.WARNING, "rolled_back": Status.WARNING,
                   "rollback_failed": Status.CRITICAL, "refused_in_place": Status.CRITICAL}
 """Deploy outcomes that leave a renewal on disk undeployed, and their status when the
 certificate Postfix still serves is unknown (else it follows that certificate's expiry)."""
+SERVED_UNKNOWN = frozenset({"rollback_failed", "refused_in_place"})
+"""Failed deploys after which what Postfix serves is unknown: a failed rollback, or
+certbot's files read in place (new smtpd processes load the refused files)."""
 DEPLOY_CODES = {"refused": Code.DEPLOY_REFUSED, "rolled_back": Code.DEPLOY_ROLLED_BACK,
                 "rollback_failed": Code.DEPLOY_ROLLBACK_FAILED,
                 "refused_in_place": Code.DEPLOY_REFUSED_IN_PLACE}
@@ -287,10 +290,8 @@ class Watcher:
             # The hook refused (or rolled back) the leaf on disk: Postfix rightly serves the
             # previous one. Expect that; calling it stale ("postfix reload") would mislead.
             refusals[name] = refusal
-            # after a failed rollback, or in place (new smtpd processes load the refused
-            # files), what is served is unknown: no stale check, the deploy check speaks
-            expected[name] = None if deploying or refusal.outcome in (
-                "rollback_failed", "refused_in_place") else (
+            # what is served is unknown (SERVED_UNKNOWN): no stale check, the deploy check speaks
+            expected[name] = None if deploying or refusal.outcome in SERVED_UNKNOWN else (
                 refusal.old_sha256 or None)
         for svc in disc.services:
             if self.stopping.is_set():
@@ -386,7 +387,7 @@ class Watcher:
         status = FAILED_DEPLOYS[refusal.outcome]
         detail = f"renewal not deployed: {refusal.message}"
         served = self._served(name, refusal.old_sha256)
-        if served is not None and refusal.outcome not in ("rollback_failed", "refused_in_place"):
+        if served is not None and refusal.outcome not in SERVED_UNKNOWN:
             not_before, not_after = served
             when = dt.datetime.fromtimestamp(now, dt.UTC)
             start, end = (dt.datetime.fromtimestamp(t, dt.UTC) for t in (not_before, not_after))
