@@ -58,7 +58,7 @@ class Code(StrEnum):
     KEY_MISMATCH = "key_mismatch"
     ENCRYPTED_KEY = "encrypted_key"
     KEY_CHANGED = "key_changed"
-    # -- what the DNS-aware checks can show (hook.dane, hook.mx, hook.mtasts) --------------
+    # -- what the DNS-aware checks can show (DANE, MX coverage, MTA-STS) --
     DANE_MISMATCH = "dane_mismatch"
     DANE_BOGUS = "dane_bogus"
     DANE_UNVERIFIED = "dane_unverified"
@@ -67,7 +67,7 @@ class Code(StrEnum):
     MX_NOT_COVERED = "mx_not_covered"
     MTA_STS_MISMATCH = "mta_sts_mismatch"
     MTA_STS_POLICY = "mta_sts_policy"
-    # -- what the Postfix TLS configuration audit can show (hook.audit) -----------------
+    # -- what the Postfix TLS configuration audit can show (daemon.renew_check.audit) -----------------
     CERT_NOT_FULLCHAIN = "cert_not_fullchain"
     MX_TLS_REQUIRED = "mx_tls_required"
     TLS_LOGLEVEL = "tls_loglevel"
@@ -77,7 +77,7 @@ class Code(StrEnum):
     CLIENT_CERT_EKU = "client_cert_eku"
     LINEAGE_IN_PLACE = "lineage_in_place"
     SNI_TABLE_EXPOSED = "sni_table_exposed"
-    # -- what the daemon concludes from the deploy hook's records (daemon.watch) -------
+    # -- what the daemon concludes from the deploy hook's records (daemon.renew_daemon.watch) -------
     DEPLOY_REFUSED = "deploy_refused"
     """The renewal on disk was refused by the hook: Postfix still serves the previous leaf."""
     DEPLOY_ROLLED_BACK = "deploy_rolled_back"

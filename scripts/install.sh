@@ -189,7 +189,7 @@ fi
 
 share="$ROOT/usr/local/share/postfix-certwatch/prometheus"
 install -d -m 0755 "$share"
-install -m 0644 daemon/prometheus/*.yml "$share/"
+install -m 0644 daemon/renew_daemon/prometheus/*.yml "$share/"
 echo "install.sh: rules        $share/postfix-certwatch.rules.yml"
 
 # certbot's own renewal timer: Debian/Ubuntu certbot.timer, EPEL (RHEL, Alma, Rocky)

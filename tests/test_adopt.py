@@ -12,9 +12,12 @@ import time
 
 import pytest
 
-from hook import adopt, config, deploy, lineage, prove
-from hook.bundle import fingerprint, parse_chain
+from daemon.renew_check import adopt
+from hook import config
+from hook.certs import lineage
+from hook.certs.bundle import fingerprint, parse_chain
 from hook.errors import Error
+from hook.pipeline import deploy, prove
 from tests.harness.hookbed import served_all
 from tests.harness.stack import DOMAIN, Stack
 

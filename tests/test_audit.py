@@ -7,14 +7,14 @@ from pathlib import Path
 
 import pytest
 
-from hook.audit import (
+from daemon.renew_check.audit import (
     PostfixTLS,
     audit,
     cert_files,
     enabled_protocols,
     policy_verify_destinations,
 )
-from hook.postfix import Service
+from hook.postfix.instance import Service
 from hook.verdict import Code, Status
 from tests.harness.minica import MiniCA
 

@@ -14,8 +14,8 @@ from pathlib import Path
 
 import pytest
 
-from daemon import check
-from hook.bundle import fingerprint, parse_chain
+from daemon.renew_check import cli as check
+from hook.certs.bundle import fingerprint, parse_chain
 from tests.harness import badcerts as bc
 from tests.harness.daemon import NotifySocket, running_daemon
 from tests.harness.hookbed import log_line, run_hook, staged_bed

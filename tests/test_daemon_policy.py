@@ -11,10 +11,10 @@ from pathlib import Path
 
 import pytest
 
-from daemon import policy, state
-from daemon.notify import Notifier, watchdog_interval
-from daemon.state import Check, Kind
-from daemon.watch import status_line
+from daemon.renew_daemon import policy, state
+from daemon.renew_daemon.notify import Notifier, watchdog_interval
+from daemon.renew_daemon.state import Check, Kind
+from daemon.renew_daemon.watch import status_line
 
 HOUR = 3600.0
 

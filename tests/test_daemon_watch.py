@@ -16,9 +16,9 @@ import pytest
 import structlog
 from structlog.testing import capture_logs
 
-from daemon.notify import Notifier
-from daemon.state import Check, DeployInfo, Kind
-from daemon.watch import Watcher
+from daemon.renew_daemon.notify import Notifier
+from daemon.renew_daemon.state import Check, DeployInfo, Kind
+from daemon.renew_daemon.watch import Watcher
 from hook import config
 from hook.errors import ConfigError
 from tests.harness.stack import Stack

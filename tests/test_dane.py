@@ -2,7 +2,7 @@
 
 Each test publishes the TLSA records it needs in the signed test zone, renews the way
 certbot does on a server (a new key by default, or ``--reuse-key``), and asks the gate
-(:func:`hook.dane.check_before_deploy`) what the deploy hook asks it: may the new chain
+(:func:`hook.dns.dane.check_before_deploy`) what the deploy hook asks it: may the new chain
 replace the old one?
 """
 
@@ -13,10 +13,10 @@ from pathlib import Path
 
 from cryptography import x509
 
-from hook import dane
-from hook.bundle import parse_chain
+from hook.certs.bundle import parse_chain
 from hook.config import Config, DaneMode, DnsConfig
-from hook.dane import HostState
+from hook.dns import dane
+from hook.dns.dane import HostState
 from hook.verdict import Code, Status
 from tests.harness.dns import DnsStack, free_udp_tcp_port
 from tests.harness.stack import DOMAIN, LO, Certbot

@@ -3,7 +3,7 @@ serving the old certificate; after the printed record is published, the hook dep
 
 Real parts only: pebble + certbot renewals, the private Postfix, Knot + Unbound on
 loopback (tests/harness/dns.py). TLSA names: the hook looks up ``_25._tcp.<myhostname>``
-(``mail.example.test`` on the test stack), see :func:`hook.deploy.tlsa_names`.
+(``mail.example.test`` on the test stack), see :func:`hook.pipeline.deploy.tlsa_names`.
 """
 
 from __future__ import annotations
@@ -11,9 +11,9 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from hook import dane, danestate
-from hook.bundle import fingerprint, parse_chain
-from hook.cli import main as hook_main
+from hook.certs.bundle import fingerprint, parse_chain
+from hook.deploy_hook.cli import main as hook_main
+from hook.dns import dane, danestate
 from tests.harness.dns import DnsStack, free_udp_tcp_port
 from tests.harness.hookbed import served_all
 from tests.harness.stack import DOMAIN, LO, Stack
@@ -33,7 +33,7 @@ def last_record(stack: Stack) -> dict[str, Any]:
 def adopt_with_dane(stack: Stack, dns_stack: DnsStack, port: int | None = None,
                     mode: str = "refuse") -> None:
     """Point [dns] at the test resolver (or ``port``), stage a bundle (adopt)."""
-    from daemon import check  # noqa: PLC0415
+    from daemon.renew_check import cli as check  # noqa: PLC0415
 
     stack.write_config(dns={"resolver": LO, "resolver_port": port or dns_stack.resolver_port,
                             "timeout": 1, "dane": mode})

@@ -1,4 +1,4 @@
-"""hook.dane's pure parts: TLSA computation, matching, issuer families, the gate's logic."""
+"""hook.dns.dane's pure parts: TLSA computation, matching, issuer families, the gate's logic."""
 
 from __future__ import annotations
 
@@ -14,10 +14,10 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
-from hook import dane
 from hook.config import DaneMode
-from hook.dane import HostState, Tlsa
-from hook.dns import Answer, Security
+from hook.dns import dane
+from hook.dns.dane import HostState, Tlsa
+from hook.dns.resolver import Answer, Security
 from hook.verdict import Code, Status
 
 

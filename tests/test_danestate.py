@@ -1,4 +1,4 @@
-"""hook.danestate: what the deploy hook remembers about where DANE is in use (the rules
+"""hook.dns.danestate: what the deploy hook remembers about where DANE is in use (the rules
 that decide whether a failed TLSA lookup refuses), and its file on disk."""
 
 from __future__ import annotations
@@ -7,9 +7,9 @@ import datetime as dt
 import json
 from pathlib import Path
 
-from hook import dane, danestate
 from hook.config import DaneMode
-from hook.dns import Answer, Security
+from hook.dns import dane, danestate
+from hook.dns.resolver import Answer, Security
 from tests.test_dane_records import chain_from, secure
 
 OWNER = "_25._tcp.mail.example.test"

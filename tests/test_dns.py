@@ -1,4 +1,4 @@
-"""hook.dns against a real signed zone (Knot) through a real validating resolver (Unbound)."""
+"""hook.dns.resolver against a real signed zone (Knot) through a real validating resolver (Unbound)."""
 
 from __future__ import annotations
 
@@ -6,9 +6,9 @@ from pathlib import Path
 
 import pytest
 
-from hook import dns as dns_mod
 from hook.config import DnsConfig
-from hook.dns import Resolver, Security
+from hook.dns import resolver as dns_mod
+from hook.dns.resolver import Resolver, Security
 from hook.errors import ConfigError
 from tests.harness.dns import DnsStack, free_udp_tcp_port
 from tests.harness.stack import LO

@@ -5,8 +5,8 @@ from __future__ import annotations
 import json
 import stat
 
-from daemon import check
-from hook.bundle import fingerprint, parse_chain
+from daemon.renew_check import cli as check
+from hook.certs.bundle import fingerprint, parse_chain
 from tests.harness.hookbed import served_all
 from tests.harness.stack import Stack
 

@@ -19,7 +19,7 @@ import pytest
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 
-from hook.bundle import parse_chain
+from hook.certs.bundle import parse_chain
 from tests.harness import badcerts as bc
 from tests.harness.hookbed import KEY_PEM, Bed, key_body, run_hook, served_all, staged_bed
 from tests.harness.stack import (

@@ -19,10 +19,14 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.hazmat.primitives.asymmetric.types import PrivateKeyTypes
 
-from daemon import check
-from hook import adopt, audit, config, deploy, discover, lineage
-from hook.bundle import fingerprint, parse_chain
-from hook.probe import Target, probe
+from daemon.renew_check import adopt, audit
+from daemon.renew_check import cli as check
+from hook import config
+from hook.certs import lineage
+from hook.certs.bundle import fingerprint, parse_chain
+from hook.pipeline import deploy
+from hook.postfix import tls_files as discover
+from hook.tls.starttls import Target, probe
 from hook.verdict import Code
 from tests.harness import badcerts as bc
 from tests.harness.hookbed import HOOK, Bed, log_line, run_hook, served_all, staged_bed

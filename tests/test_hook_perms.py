@@ -8,10 +8,10 @@ from pathlib import Path
 
 import pytest
 
-from hook import perms
-from hook.discover import sni_entries
+from hook.certs import perms
+from hook.certs.lineage import Lineage, resolve
 from hook.errors import BundleError, LineageError
-from hook.lineage import Lineage, resolve
+from hook.postfix.tls_files import sni_entries
 
 
 def _lineage(tmp_path: Path) -> Lineage:

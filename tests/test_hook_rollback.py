@@ -11,8 +11,9 @@ from typing import Any
 
 import pytest
 
-from hook import cli, deploy, prove
-from hook.bundle import fingerprint, parse_chain
+from hook.certs.bundle import fingerprint, parse_chain
+from hook.deploy_hook import cli
+from hook.pipeline import deploy, prove
 from tests.harness import badcerts as bc
 from tests.harness.hookbed import Bed, log_line, run_hook, served_all, staged_bed
 from tests.harness.stack import Pebble

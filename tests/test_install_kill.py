@@ -1,6 +1,6 @@
 """SIGKILL during install: the bundle Postfix reads is always complete, old or new.
 
-A child process runs the hook's real install step (:func:`hook.install.install_files`)
+A child process runs the hook's real install step (:func:`hook.files.install_files`)
 in a loop, alternating two valid bundles; it is killed with SIGKILL after a random
 delay, so the kill lands at random points (temp file created, written, fsynced, .prev
 linked, renamed, directory fsynced). After every kill the bundle and its ``.prev`` must
@@ -18,8 +18,8 @@ import sys
 import time
 from pathlib import Path
 
-from hook import install
-from hook.bundle import pair
+from hook import files as install
+from hook.certs.bundle import pair
 from tests.harness import badcerts as bc
 from tests.harness.hookbed import HOOK, Bed, run_hook, served_all, staged_bed
 from tests.harness.stack import Pebble
@@ -27,7 +27,7 @@ from tests.harness.stack import Pebble
 CHILD = """
 import sys
 from pathlib import Path
-from hook.install import install_files
+from hook.files import install_files
 target, a, b = Path(sys.argv[1]), Path(sys.argv[2]).read_bytes(), Path(sys.argv[3]).read_bytes()
 print("ready", flush=True)
 i = 0

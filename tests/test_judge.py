@@ -7,10 +7,10 @@ import datetime as dt
 
 import pytest
 
-from hook.bundle import fingerprint
-from hook.judge import Role, Thresholds, expiry_problems, judge, role_for
-from hook.probe import DeepResult, Extra, Failure, Handshake, ProbeResult, Target
-from hook.validate import Trust
+from hook.certs.bundle import fingerprint
+from hook.certs.validate import Trust
+from hook.tls.judgement import Role, Thresholds, expiry_problems, judge, role_for
+from hook.tls.starttls import DeepResult, Extra, Failure, Handshake, ProbeResult, Target
 from hook.verdict import Code, Status
 from tests.harness.minica import MiniCA
 

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from hook.lineage import parse_reuse_key, read_reuse_key
+from hook.certs.lineage import parse_reuse_key, read_reuse_key
 
 
 @pytest.mark.parametrize(("text", "expected"), [

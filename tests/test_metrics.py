@@ -10,8 +10,8 @@ from pathlib import Path
 
 import pytest
 
-from daemon import metrics, state
-from daemon.state import Check, Kind
+from daemon.renew_daemon import metrics, state
+from daemon.renew_daemon.state import Check, Kind
 
 NOW = 2_000_000_000.0
 
@@ -96,7 +96,7 @@ def test_shipped_alerting_rules_pass_promtool(tmp_path: Path) -> None:
     """The rules shipped as package data (expiring, expired, stale, probe failing, deploy
     failed as a warning and, once the served certificate expires soon, critical; daemon
     stale) are valid and pass their unit tests."""
-    folder = resources.files("daemon") / "prometheus"
+    folder = resources.files("daemon.renew_daemon") / "prometheus"
     for name in ("postfix-certwatch.rules.yml", "postfix-certwatch.rules.test.yml"):
         (tmp_path / name).write_text((folder / name).read_text())
     check = subprocess.run(["promtool", "check", "rules", "postfix-certwatch.rules.yml"],

@@ -11,11 +11,11 @@ from pathlib import Path
 import pytest
 from cryptography import x509
 
-from hook import mtasts, mx
-from hook.bundle import parse_chain
+from daemon.renew_check import mtasts, mx
+from daemon.renew_check.mtasts import MtaStsError, StsMode
+from hook.certs.bundle import parse_chain
 from hook.config import Config
-from hook.dns import Resolver
-from hook.mtasts import MtaStsError, StsMode
+from hook.dns.resolver import Resolver
 from hook.verdict import Code, Status
 from tests.harness.dns import DnsStack
 from tests.harness.policy import PolicyServer

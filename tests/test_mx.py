@@ -19,11 +19,11 @@ from collections.abc import Iterator
 import pytest
 from cryptography import x509
 
-from hook import mx
-from hook.bundle import parse_chain
+from daemon.renew_check import mx
+from hook.certs.bundle import parse_chain
 from hook.config import Config
-from hook.dns import Resolver
-from hook.postfix import Postfix
+from hook.dns.resolver import Resolver
+from hook.postfix.instance import Postfix
 from hook.verdict import Code, Status
 from tests.harness.dns import DnsStack
 from tests.harness.stack import DOMAIN, LO, Certbot, PostfixInstance, new_base

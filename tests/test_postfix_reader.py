@@ -9,10 +9,10 @@ from pathlib import Path
 
 import pytest
 
-from hook import discover
+from hook.certs.lineage import Lineage
 from hook.errors import PostfixError
-from hook.lineage import Lineage
-from hook.postfix import Postfix, run_on_pty
+from hook.postfix import tls_files as discover
+from hook.postfix.instance import Postfix, run_on_pty
 
 MASTER_CF = """\
 127.0.0.1:2525 inet n - n - - smtpd

@@ -8,7 +8,7 @@ import time
 
 import pytest
 
-from hook.probe import Extra, Failure, Target, per_address, probe, probe_deep, probe_many
+from hook.tls.starttls import Extra, Failure, Target, per_address, probe, probe_deep, probe_many
 from tests.harness.fakesmtp import NAME, Behaviour, fake_smtp
 
 

@@ -17,10 +17,10 @@ from pathlib import Path
 
 import pytest
 
-from hook.bundle import fingerprint, parse_chain
-from hook.judge import Role, Verdict, judge
-from hook.probe import ProbeResult, Target, probe, probe_deep
-from hook.validate import Trust, load_trust
+from hook.certs.bundle import fingerprint, parse_chain
+from hook.certs.validate import Trust, load_trust
+from hook.tls.judgement import Role, Verdict, judge
+from hook.tls.starttls import ProbeResult, Target, probe, probe_deep
 from hook.verdict import Code, Status
 from tests.harness.minica import MiniCA
 from tests.harness.stack import DOMAIN, LO, Pebble, Stack, running_stack

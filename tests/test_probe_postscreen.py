@@ -7,9 +7,9 @@ from __future__ import annotations
 import socket
 import time
 
-from hook.judge import judge
-from hook.probe import Target, probe
-from hook.validate import load_trust
+from hook.certs.validate import load_trust
+from hook.tls.judgement import judge
+from hook.tls.starttls import Target, probe
 from hook.verdict import Status
 from tests.harness.stack import DOMAIN, LO, Stack, wait_until
 

@@ -5,8 +5,8 @@ from __future__ import annotations
 import dataclasses
 
 from hook import config as config_mod
-from hook import deploy, prove
-from hook.bundle import fingerprint, parse_chain
+from hook.certs.bundle import fingerprint, parse_chain
+from hook.pipeline import deploy, prove
 from tests.harness.stack import Stack
 
 

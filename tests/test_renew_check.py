@@ -14,12 +14,13 @@ from typing import Any
 
 import pytest
 
-from daemon import check, render
-from daemon.survey import survey, targets_for
+from daemon.renew_check import cli as check
+from daemon.renew_check import render
+from daemon.renew_check.audit import PostfixTLS
+from daemon.renew_check.survey import survey, targets_for
 from hook import config as config_mod
-from hook.audit import PostfixTLS
-from hook.bundle import fingerprint, parse_chain
-from hook.postfix import Service
+from hook.certs.bundle import fingerprint, parse_chain
+from hook.postfix.instance import Service
 from hook.verdict import Code
 from tests.harness.fakesmtp import Behaviour, fake_smtp
 from tests.harness.minica import MiniCA
@@ -187,7 +188,7 @@ def test_help_starts_fast() -> None:
         subprocess.run([str(exe), "--help"], check=True, capture_output=True)
         times.append(time.perf_counter() - start)
     assert statistics.median(times) < 0.25, times
-    out = subprocess.run([sys.executable, "-X", "importtime", "-c", "import daemon.check"],
+    out = subprocess.run([sys.executable, "-X", "importtime", "-c", "import daemon.renew_check.cli"],
                          capture_output=True, text=True, check=True).stderr
     assert "cryptography" not in out
 

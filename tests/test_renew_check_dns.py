@@ -14,10 +14,12 @@ from typing import Any
 
 import pytest
 
-from daemon import check
-from hook import adopt, dane, lineage
+from daemon.renew_check import adopt
+from daemon.renew_check import cli as check
 from hook import config as config_mod
-from hook.bundle import parse_chain
+from hook.certs import lineage
+from hook.certs.bundle import parse_chain
+from hook.dns import dane
 from tests.harness.dns import DnsStack
 from tests.harness.policy import PolicyServer
 from tests.harness.stack import DOMAIN, LO, Stack

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from daemon.main import EXIT_CONFIG
+from daemon.renew_daemon.cli import EXIT_CONFIG
 from tests.test_install_script import install
 
 MAX_EXPOSURE = 1.5

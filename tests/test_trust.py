@@ -12,8 +12,8 @@ from pathlib import Path
 import pytest
 from cryptography import x509
 
-from hook import trust
-from hook.bundle import fingerprint
+from hook.certs import trust
+from hook.certs.bundle import fingerprint
 from hook.config import TrustConfig
 from tests.harness import badcerts as bc
 

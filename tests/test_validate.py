@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import datetime as dt
 
-from hook.validate import Trust, check_chain
+from hook.certs.validate import Trust, check_chain
 from hook.verdict import Code
 from tests.harness.minica import MiniCA
 

@@ -179,6 +179,6 @@ def restore(live: Path, snap: LineageSnapshot) -> None:
 
 def leaf_sha256_of(chain: bytes) -> str:
     """SHA-256 fingerprint of the first certificate in a PEM chain."""
-    from hook.bundle import fingerprint  # noqa: PLC0415
+    from hook.certs.bundle import fingerprint  # noqa: PLC0415
 
     return fingerprint(x509.load_pem_x509_certificates(chain)[0])

@@ -16,9 +16,9 @@ from typing import Any
 
 from cryptography.hazmat.primitives.asymmetric.types import PrivateKeyTypes
 
-from daemon import check
-from hook.bundle import fingerprint
-from hook.probe import Target, probe
+from daemon.renew_check import cli as check
+from hook.certs.bundle import fingerprint
+from hook.tls.starttls import Target, probe
 from tests.harness import badcerts as bc
 from tests.harness.stack import LO, VENV_BIN, Pebble, Stack, running_stack
 

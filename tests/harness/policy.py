@@ -14,7 +14,7 @@ from pathlib import Path
 
 import trustme
 
-from hook import mtasts
+from daemon.renew_check import mtasts
 from tests.harness.stack import LO
 
 NAMES = ("mta-sts.example.test", "mta-sts.lists.example.test")

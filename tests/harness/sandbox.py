@@ -20,9 +20,9 @@ import subprocess
 import sys
 import time
 
-from daemon import check
-from hook.bundle import fingerprint, parse_chain
-from hook.probe import Target, probe
+from daemon.renew_check import cli as check
+from hook.certs.bundle import fingerprint, parse_chain
+from hook.tls.starttls import Target, probe
 from tests.harness.badcerts import ec_key, key_pem, renew_with
 from tests.harness.stack import LO, VENV_BIN, Stack, new_base, running_stack
 

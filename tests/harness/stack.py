@@ -12,7 +12,7 @@ Used by the pytest fixtures in ``tests/conftest.py`` and by the sandbox demo
 * pebble's root and intermediate change on every start: fetched from its management API.
 * a non-interactive ``certbot renew`` sleeps up to 8 minutes unless
   ``--no-random-sleep-on-renew``; pebble's 5-year certificates need ``--force-renewal``.
-* Postfix prints errors only to a terminal: commands run on a pty (``hook.postfix``).
+* Postfix prints errors only to a terminal: commands run on a pty (``hook.postfix.instance``).
 * Postfix sleeps up to ~1.8 s on every command when main.cf is under ~2 s old: we write
   main.cf/master.cf only when they change, and backdate their mtime.
 * Postfix's unprivileged daemons must traverse the state directories: they are 0755.
@@ -36,7 +36,7 @@ from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from hook.postfix import run_on_pty
+from hook.postfix.instance import run_on_pty
 
 LO = "127.0.0.1"
 DOMAIN = "mail.example.test"

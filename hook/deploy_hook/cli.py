@@ -1,0 +1,219 @@
+"""``postfix-deploy-hook``: the certbot deploy hook.
+
+certbot runs it after each renewal with ``RENEWED_LINEAGE`` and ``RENEWED_DOMAINS`` set;
+by hand: ``postfix-deploy-hook --lineage /etc/letsencrypt/live/NAME [--dry-run]``.
+
+Exit codes (see :class:`ExitCode`): 0 deployed (or, dry run, would deploy), 1 internal
+error, 2 usage or configuration error, 3 refused before any change (validation failed,
+or Postfix is stopped or fails ``postfix check``), 4 reload or proof failed and the
+previous certificate was restored, 5 the rollback failed too (act now), 6 nothing to do:
+the lineage is not used by Postfix (0 when run by certbot, which calls every deploy hook
+for every lineage), 7 refused, but Postfix reads certbot's files in place, so new smtpd
+processes already load the refused files (act now).
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import time
+from collections.abc import Mapping
+from enum import IntEnum
+from typing import TYPE_CHECKING
+
+from hook import config as config_mod
+from hook import log as log_mod
+from hook.errors import ConfigError, Error, LineageError
+
+if TYPE_CHECKING:
+    from hook.pipeline.deploy import Report
+
+
+class ExitCode(IntEnum):
+    OK = 0
+    INTERNAL = 1
+    USAGE = 2
+    REFUSED = 3
+    ROLLED_BACK = 4
+    ROLLBACK_FAILED = 5
+    NOTHING_TO_DO = 6
+    REFUSED_IN_PLACE = 7
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="postfix-deploy-hook",
+        description="Validate a renewed certbot lineage, install it for Postfix atomically, "
+                    "reload Postfix and prove the new certificate is served; roll back on failure.",
+        epilog="Exit codes: 0 ok, 1 internal error (alert sent), 2 usage/config error, 3 refused "
+               "(nothing changed, the old certificate is still served), 4 rolled back, 5 rollback "
+               "failed (act now), 6 lineage not used by Postfix, 7 refused but Postfix reads the "
+               "refused files in place: new smtpd processes load them (act now).")
+    p.add_argument("--config", help="TOML configuration (default: $POSTFIX_CERTWATCH_CONFIG "
+                   f"or {config_mod.DEFAULT_PATH})")
+    p.add_argument("--lineage", help="lineage directory (default: $RENEWED_LINEAGE)")
+    p.add_argument("--dry-run", action="store_true",
+                   help="run every check, change nothing, say what would be done")
+    return p
+
+
+def main(argv: list[str] | None = None, environ: Mapping[str, str] | None = None) -> int:
+    env = os.environ if environ is None else environ
+    args = build_parser().parse_args(argv)
+    # stdout: certbot logs a hook's stdout at info level and its stderr as an error, so
+    # the canonical line goes to stdout and a failure adds one plain line on stderr.
+    log_mod.configure(sys.stdout)
+    log = log_mod.get("postfix-deploy-hook")
+    loaded: list[config_mod.Config] = []
+    try:
+        return _main(args, env, log, loaded)
+    except (ConfigError, LineageError) as exc:
+        log.error("deploy", outcome="usage_error", error=str(exc))
+        print(f"postfix-deploy-hook: {exc}", file=sys.stderr)
+        return ExitCode.USAGE
+    except Error as exc:
+        log.error("deploy", outcome="error", error=str(exc),
+                  alerts=_alert_internal(loaded, args, env, str(exc)))
+        print(f"postfix-deploy-hook: {exc}", file=sys.stderr)
+        return ExitCode.INTERNAL
+    except Exception as exc:
+        alerts = _alert_internal(loaded, args, env, f"{type(exc).__name__}: {exc}")
+        log.exception("deploy", outcome="internal_error", alerts=alerts)
+        print(f"postfix-deploy-hook: internal error: {type(exc).__name__}: {exc}", file=sys.stderr)
+        return ExitCode.INTERNAL
+
+
+ACTIONS = {
+    "refused": "nothing was changed; fix the lineage (see the message) and run "
+               "'postfix-deploy-hook --lineage {live}' again",
+    "rolled_back": "the previous certificate was restored and is served; find out why the new "
+                   "one was not (message above), then run 'postfix-deploy-hook --lineage {live}'",
+    "refused_in_place": "ACT NOW: Postfix reads certbot's files in place, so every new smtpd "
+                        "process loads the refused files; do what the message says, then run "
+                        "'renew-check adopt {live}'",
+    "rollback_failed": "ACT NOW: Postfix may serve a broken or no certificate; check "
+                       "'renew-check' and the Postfix log",
+    "error": "the hook stopped with an internal error (message above); check 'renew-check' "
+             "and the Postfix log, then run 'postfix-deploy-hook --lineage {live}'",
+}
+
+
+def _main(args: argparse.Namespace, env: Mapping[str, str], log: object,
+          loaded: list[config_mod.Config]) -> int:
+    from hook.certs import lineage  # noqa: PLC0415 - keep --help fast
+    from hook.pipeline import deploy  # noqa: PLC0415 - keep --help fast
+
+    cfg = config_mod.load(args.config, env)
+    loaded.append(cfg)  # for the alert if anything below fails unexpectedly
+    by_certbot = args.lineage is None
+    path = args.lineage or env.get("RENEWED_LINEAGE")
+    if not path:
+        raise LineageError("no lineage: set RENEWED_LINEAGE (certbot does) or pass --lineage")
+    lin = lineage.resolve(path, cfg.certbot.config_dir)
+    start = time.monotonic()
+    if args.dry_run:
+        report = deploy.run(cfg, lin, dry_run=True)
+    else:
+        with deploy.locked(cfg.deploy.state_dir):
+            report = deploy.run(cfg, lin)
+            if report.outcome is not deploy.Outcome.SKIPPED:
+                deploy.write_record(cfg.deploy.state_dir, report)
+    bad = report.outcome in (deploy.Outcome.REFUSED, deploy.Outcome.REFUSED_IN_PLACE,
+                             deploy.Outcome.ROLLED_BACK, deploy.Outcome.ROLLBACK_FAILED)
+    alerts: list[str] = []
+    if bad and not args.dry_run:
+        alerts = _alert(cfg, report, str(lin.live))
+    event = {
+        "lineage": report.lineage, "outcome": report.outcome.value, "mode": report.mode,
+        "old_sha256": report.old_sha256, "new_sha256": report.new_sha256,
+        "services": list(report.services), "domains": env.get("RENEWED_DOMAINS", ""),
+        "dry_run": report.dry_run, "seconds": round(time.monotonic() - start, 3),
+        "timings": report.timings, "message": report.message,
+        "warnings": list(report.warnings), "problems": list(report.problems),
+        "notes": list(report.notes), "alerts": alerts,
+    }
+    getattr(log, "error" if bad else "warning" if report.warnings else "info")("deploy", **event)
+    if bad:
+        prefix = "" if report.message.startswith(report.outcome.value) else f"{report.outcome.value}: "
+        print(f"postfix-deploy-hook: {prefix}{report.message}", file=sys.stderr)
+        for problem in report.problems[1:]:
+            print(f"postfix-deploy-hook:   also: {problem}", file=sys.stderr)
+        for line in publish_lines(report):
+            print(f"postfix-deploy-hook:   publish: {line}", file=sys.stderr)
+    # Warnings go only into the canonical line (stdout): certbot reports any stderr output
+    # as "ran with error output", and a key change is certbot's default behaviour.
+    if args.dry_run:
+        for warning in report.warnings:
+            print(f"warning: {warning}")
+        for step in report.steps:
+            print(f"would: {step}")
+        for problem in report.problems:
+            print(f"problem: {problem}")
+        for note in report.notes:
+            print(f"note: {note}")
+        for line in publish_lines(report):
+            print(f"publish: {line}")
+        print(report.message)
+    return {
+        deploy.Outcome.DEPLOYED: ExitCode.OK,
+        deploy.Outcome.WOULD_DEPLOY: ExitCode.OK,
+        deploy.Outcome.SKIPPED: ExitCode.OK if by_certbot else ExitCode.NOTHING_TO_DO,
+        deploy.Outcome.REFUSED: ExitCode.REFUSED,
+        deploy.Outcome.REFUSED_IN_PLACE: ExitCode.REFUSED_IN_PLACE,
+        deploy.Outcome.ROLLED_BACK: ExitCode.ROLLED_BACK,
+        deploy.Outcome.ROLLBACK_FAILED: ExitCode.ROLLBACK_FAILED,
+    }[report.outcome]
+
+
+def publish_lines(report: Report) -> list[str]:
+    """The TLSA RR lines the DANE gate asks for (zone-file syntax, one per line)."""
+    hosts = (report.dane or {}).get("hosts")
+    if not isinstance(hosts, list):
+        return []
+    return [str(line) for h in hosts if isinstance(h, dict) for line in h.get("publish", [])]
+
+
+def _alert(cfg: config_mod.Config, report: Report, live: str) -> list[str]:
+    """Mail (and/or webhook) the failure; never raises, returns what happened per channel."""
+    from hook import alert as alert_mod  # noqa: PLC0415
+    outcome = report.outcome.value
+    summary = {"refused": f"renewed certificate for {report.lineage} refused",
+               "refused_in_place": f"renewed certificate for {report.lineage} refused, but "
+                                   "Postfix reads it in place: ACT NOW",
+               "rolled_back": f"deploy of {report.lineage} rolled back",
+               "rollback_failed": f"deploy of {report.lineage} FAILED, rollback failed"}[outcome]
+    detail = "\n".join([report.message, *(f"problem: {p}" for p in report.problems[1:]),
+                        *(f"warning: {w}" for w in report.warnings),
+                        *(f"publish: {line}" for line in publish_lines(report)),
+                        f"old leaf sha256: {report.old_sha256}",
+                        f"new leaf sha256: {report.new_sha256}"])
+    deliveries = alert_mod.send(alert_mod.Alert(summary=summary, problem=outcome,
+                                                action=ACTIONS[outcome].format(live=live),
+                                                lineage=report.lineage, detail=detail),
+                                cfg.alert)
+    return [f"{d.channel}: {'ok' if d.ok else 'FAILED'} {d.detail}" for d in deliveries]
+
+
+def _alert_internal(loaded: list[config_mod.Config], args: argparse.Namespace,
+                    env: Mapping[str, str], error: str) -> list[str]:
+    """Mail (and/or webhook) an internal error; never raises. Without a configuration
+    (it failed to load) there is nowhere to send it: stderr and the log line only."""
+    if not loaded:
+        return []
+    try:
+        from hook import alert as alert_mod  # noqa: PLC0415
+
+        live = str(args.lineage or env.get("RENEWED_LINEAGE", "") or "?")
+        name = os.path.basename(os.path.normpath(live))
+        deliveries = alert_mod.send(alert_mod.Alert(
+            summary=f"deploy hook for {name} stopped with an internal error",
+            problem="error", action=ACTIONS["error"].format(live=live), lineage=name,
+            detail=error), loaded[0].alert)
+    except Exception as exc:  # an alert must never hide the original error
+        return [f"alert: FAILED {type(exc).__name__}: {exc}"]
+    return [f"{d.channel}: {'ok' if d.ok else 'FAILED'} {d.detail}" for d in deliveries]
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())
