@@ -1,6 +1,6 @@
 """Verdict data: statuses, problem codes and problems. Models only, no rendering.
 
-Status follows the Nagios plugin convention (its ``exit_code``). Problem codes are a
+Status follows the Nagios plugin convention (its ``exit_code``, from :mod:`hook.exits`). Problem codes are a
 stable, documented vocabulary shared by the deploy hook (on-disk validation), the probe
 (what a service serves), ``renew-check --json`` and the daemon's metrics and alerts.
 """
@@ -10,6 +10,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from enum import StrEnum
 
+from hook.exits import RenewCheckExit
+
 
 class Status(StrEnum):
     OK = "ok"
@@ -18,8 +20,9 @@ class Status(StrEnum):
     UNKNOWN = "unknown"
 
     @property
-    def exit_code(self) -> int:
-        return {"ok": 0, "warning": 1, "critical": 2, "unknown": 3}[self.value]
+    def exit_code(self) -> RenewCheckExit:
+        """The Nagios exit code: :class:`hook.exits.RenewCheckExit` of the same name."""
+        return RenewCheckExit[self.name]
 
     @property
     def rank(self) -> int:

@@ -13,6 +13,7 @@ import pytest
 
 from hook.certs.bundle import fingerprint, parse_chain
 from hook.deploy_hook import cli
+from hook.exits import DeployHookExit
 from hook.pipeline import deploy, prove
 from tests.harness import badcerts as bc
 from tests.harness.hookbed import Bed, log_line, run_hook, served_all, staged_bed
@@ -86,7 +87,7 @@ def test_an_exception_inside_the_proof_is_rolled_back(
     bed.mailbox.unlink(missing_ok=True)
     rc = cli.main(["--config", str(stack.config_file), "--lineage", str(stack.lineage)], environ={})
     err = capsys.readouterr().err
-    assert rc == cli.ExitCode.ROLLED_BACK, err
+    assert rc == DeployHookExit.ROLLED_BACK, err
     assert "unexpected RuntimeError: probe bug" in err and "rolled back" in err
     assert bed.bundle.read_bytes() == old_bundle
     assert served_all(stack) == old
@@ -107,7 +108,7 @@ def test_an_internal_error_still_sends_the_alert(
     bed.mailbox.unlink(missing_ok=True)
     rc = cli.main(["--config", str(bed.stack.config_file), "--lineage", str(bed.stack.lineage)],
                   environ={})
-    assert rc == cli.ExitCode.INTERNAL
+    assert rc == DeployHookExit.INTERNAL
     assert "internal error: RuntimeError: pipeline bug" in capsys.readouterr().err
     mail = bed.mailbox.read_text()
     assert "internal error" in mail and "pipeline bug" in mail and "mail.example.test" in mail

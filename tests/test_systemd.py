@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from daemon.renew_daemon.cli import EXIT_CONFIG
+from hook.exits import RenewDaemonExit
 from tests.test_install_script import install
 
 MAX_EXPOSURE = 1.5
@@ -60,7 +60,7 @@ def test_service_contract_matches_the_daemon(units: Path) -> None:
     svc = parser["Service"]
     assert svc["Type"] == "notify" and int(svc["WatchdogSec"]) > 0
     assert svc["Restart"] == "on-failure"
-    assert svc["RestartPreventExitStatus"] == str(EXIT_CONFIG)
+    assert svc["RestartPreventExitStatus"] == str(int(RenewDaemonExit.CONFIG))
     assert svc["StateDirectory"] == "postfix-certwatch"
     assert "kill -HUP $MAINPID" in svc["ExecReload"]
     assert svc["CapabilityBoundingSet"] == "" and svc["NoNewPrivileges"] == "yes"

@@ -10,8 +10,8 @@ Commands::
     renew-check adopt --undo                 put the main.cf from before adopt back
 
 TARGET is HOST:PORT, [IPv6]:PORT or HOST (port 25); port 465 means implicit TLS.
-Output: --json prints one document (schema postfix-certwatch/renew-check/1, see the
-README); otherwise a table on a terminal, plain text (Nagios style) elsewhere.
+Output: --json prints one document (schema postfix-certwatch/renew-check/1, see
+docs/renew-check.md); otherwise a table on a terminal, plain text (Nagios style) elsewhere.
 """
 
 from __future__ import annotations
@@ -22,15 +22,9 @@ import os
 import sys
 import traceback
 from collections.abc import Mapping
-from enum import IntEnum
 from typing import Any
 
-
-class Nagios(IntEnum):
-    OK = 0
-    WARNING = 1
-    CRITICAL = 2
-    UNKNOWN = 3
+from hook.exits import RenewCheckExit
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -38,7 +32,8 @@ def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="renew-check", formatter_class=argparse.RawDescriptionHelpFormatter,
         description="Check every certificate and TLS service Postfix uses (a Nagios plugin).",
-        epilog=f"{overview}\nExit codes (Nagios): 0 OK, 1 WARNING, 2 CRITICAL, 3 UNKNOWN.")
+        epilog=f"{overview}\nExit codes (Nagios): "
+               + ", ".join(f"{c.value} {c.name}" for c in RenewCheckExit) + ".")
     p.add_argument("--config", help="TOML configuration file")
     p.add_argument("--json", action="store_true", help="one JSON document on stdout")
     p.add_argument("--dry-run", action="store_true",
@@ -91,11 +86,11 @@ def main(argv: list[str] | None = None, environ: Mapping[str, str] | None = None
         return _check(args, cfg)
     except Error as exc:
         _unknown(args, str(exc))
-        return Nagios.UNKNOWN
+        return RenewCheckExit.UNKNOWN
     except Exception as exc:  # a bug must not look like CRITICAL (2) or WARNING (1) to Nagios
         print(traceback.format_exc(), file=sys.stderr)
         _unknown(args, f"internal error: {type(exc).__name__}: {exc}")
-        return Nagios.UNKNOWN
+        return RenewCheckExit.UNKNOWN
 
 
 def _unknown(args: argparse.Namespace, message: str) -> None:
@@ -226,16 +221,16 @@ def _adopt(args: argparse.Namespace, cfg: Any) -> int:
     if args.undo:
         restored = adopt.undo(cfg)
         print(f"OK: restored {restored} and reloaded Postfix")
-        return Nagios.OK
+        return RenewCheckExit.OK
     if not args.lineage:
         print("UNKNOWN: adopt needs a lineage directory (or --undo)", file=sys.stderr)
-        return Nagios.UNKNOWN
+        return RenewCheckExit.UNKNOWN
     res = adopt.adopt(cfg, lineage.resolve(args.lineage, cfg.certbot.config_dir))
     doc = {"status": "ok", "bundle": str(res.bundle), "backup": str(res.backup),
            "leaf_sha256": res.leaf_sha256, "services": list(res.services)}
     _print(args, doc, f"OK: Postfix now reads {res.bundle} (main.cf backup: {res.backup}); "
            f"serving {res.leaf_sha256[:16]} on {', '.join(res.services)}")
-    return Nagios.OK
+    return RenewCheckExit.OK
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -8,8 +8,8 @@ mail and/or webhook, writes Prometheus metrics, and speaks systemd's notify prot
 Signals: SIGTERM/SIGINT stop it (exit 0); SIGHUP reloads the configuration, and a bad
 new configuration is refused (logged) while the old one stays in force.
 
-Exit codes: 0 stopped by a signal, 1 internal error, 78 (EX_CONFIG) configuration error
-(listed in the unit's ``RestartPreventExitStatus=``: restarting would not help).
+Exit codes: :class:`hook.exits.RenewDaemonExit` (78, EX_CONFIG, a configuration error,
+is in the unit's ``RestartPreventExitStatus=``: restarting would not help).
 """
 
 from __future__ import annotations
@@ -23,15 +23,13 @@ from collections.abc import Mapping
 from types import FrameType
 from typing import Any
 
-EXIT_OK = 0
-EXIT_INTERNAL = 1
-EXIT_CONFIG = 78  # EX_CONFIG: listed in the unit's RestartPreventExitStatus=
+from hook.exits import RenewDaemonExit
 
 
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="renew-daemon", description=__doc__.split("\n\n")[0],
-                                epilog="Exit codes: 0 stopped by a signal, 1 internal error, "
-                                       "78 configuration error.")
+                                epilog="Exit codes: " + "; ".join(
+                                    f"{c.value} {c.meaning}" for c in RenewDaemonExit) + ".")
     p.add_argument("--config", help="TOML configuration (default: $POSTFIX_CERTWATCH_CONFIG or "
                    "/etc/postfix-certwatch/config.toml)")
     return p
@@ -54,15 +52,15 @@ def main(argv: list[str] | None = None, environ: Mapping[str, str] | None = None
         prepare(cfg)
     except Error as exc:
         log.error("config", error=str(exc))
-        return EXIT_CONFIG
+        return RenewDaemonExit.CONFIG
     try:
         return _run(cfg, args.config, env, log)
     except ConfigError as exc:  # e.g. metrics.listen cannot be bound
         log.error("config", error=str(exc))
-        return EXIT_CONFIG
+        return RenewDaemonExit.CONFIG
     except Exception:
         log.exception("internal_error")
-        return EXIT_INTERNAL
+        return RenewDaemonExit.INTERNAL
 
 
 def _route_stdlib_logging(log: Any) -> None:
@@ -119,7 +117,7 @@ def _run(cfg: Any, config_path: str | None, env: Mapping[str, str], log: Any) ->
         log.info("stopping", signal=signal.Signals(signum).name)
         watcher.stop()
         log.info("stopped")
-        return EXIT_OK
+        return RenewDaemonExit.OK
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -3,13 +3,8 @@
 certbot runs it after each renewal with ``RENEWED_LINEAGE`` and ``RENEWED_DOMAINS`` set;
 by hand: ``postfix-deploy-hook --lineage /etc/letsencrypt/live/NAME [--dry-run]``.
 
-Exit codes (see :class:`ExitCode`): 0 deployed (or, dry run, would deploy), 1 internal
-error, 2 usage or configuration error, 3 refused before any change (validation failed,
-or Postfix is stopped or fails ``postfix check``), 4 reload or proof failed and the
-previous certificate was restored, 5 the rollback failed too (act now), 6 nothing to do:
-the lineage is not used by Postfix (0 when run by certbot, which calls every deploy hook
-for every lineage), 7 refused, but Postfix reads certbot's files in place, so new smtpd
-processes already load the refused files (act now).
+Exit codes: :class:`hook.exits.DeployHookExit`. A lineage Postfix does not use exits 0
+under certbot (it calls every deploy hook for every lineage) and 6 with ``--lineage``.
 """
 
 from __future__ import annotations
@@ -19,26 +14,15 @@ import os
 import sys
 import time
 from collections.abc import Mapping
-from enum import IntEnum
 from typing import TYPE_CHECKING
 
 from hook import config as config_mod
 from hook import log as log_mod
 from hook.errors import ConfigError, Error, LineageError
+from hook.exits import DeployHookExit
 
 if TYPE_CHECKING:
     from hook.pipeline.deploy import Report
-
-
-class ExitCode(IntEnum):
-    OK = 0
-    INTERNAL = 1
-    USAGE = 2
-    REFUSED = 3
-    ROLLED_BACK = 4
-    ROLLBACK_FAILED = 5
-    NOTHING_TO_DO = 6
-    REFUSED_IN_PLACE = 7
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -46,10 +30,7 @@ def build_parser() -> argparse.ArgumentParser:
         prog="postfix-deploy-hook",
         description="Validate a renewed certbot lineage, install it for Postfix atomically, "
                     "reload Postfix and prove the new certificate is served; roll back on failure.",
-        epilog="Exit codes: 0 ok, 1 internal error (alert sent), 2 usage/config error, 3 refused "
-               "(nothing changed, the old certificate is still served), 4 rolled back, 5 rollback "
-               "failed (act now), 6 lineage not used by Postfix, 7 refused but Postfix reads the "
-               "refused files in place: new smtpd processes load them (act now).")
+        epilog="Exit codes: " + "; ".join(f"{c.value} {c.meaning}" for c in DeployHookExit) + ".")
     p.add_argument("--config", help="TOML configuration (default: $POSTFIX_CERTWATCH_CONFIG "
                    f"or {config_mod.DEFAULT_PATH})")
     p.add_argument("--lineage", help="lineage directory (default: $RENEWED_LINEAGE)")
@@ -71,17 +52,17 @@ def main(argv: list[str] | None = None, environ: Mapping[str, str] | None = None
     except (ConfigError, LineageError) as exc:
         log.error("deploy", outcome="usage_error", error=str(exc))
         print(f"postfix-deploy-hook: {exc}", file=sys.stderr)
-        return ExitCode.USAGE
+        return DeployHookExit.USAGE
     except Error as exc:
         log.error("deploy", outcome="error", error=str(exc),
                   alerts=_alert_internal(loaded, args, env, str(exc)))
         print(f"postfix-deploy-hook: {exc}", file=sys.stderr)
-        return ExitCode.INTERNAL
+        return DeployHookExit.INTERNAL
     except Exception as exc:
         alerts = _alert_internal(loaded, args, env, f"{type(exc).__name__}: {exc}")
         log.exception("deploy", outcome="internal_error", alerts=alerts)
         print(f"postfix-deploy-hook: internal error: {type(exc).__name__}: {exc}", file=sys.stderr)
-        return ExitCode.INTERNAL
+        return DeployHookExit.INTERNAL
 
 
 ACTIONS = {
@@ -156,13 +137,13 @@ def _main(args: argparse.Namespace, env: Mapping[str, str], log: object,
             print(f"publish: {line}")
         print(report.message)
     return {
-        deploy.Outcome.DEPLOYED: ExitCode.OK,
-        deploy.Outcome.WOULD_DEPLOY: ExitCode.OK,
-        deploy.Outcome.SKIPPED: ExitCode.OK if by_certbot else ExitCode.NOTHING_TO_DO,
-        deploy.Outcome.REFUSED: ExitCode.REFUSED,
-        deploy.Outcome.REFUSED_IN_PLACE: ExitCode.REFUSED_IN_PLACE,
-        deploy.Outcome.ROLLED_BACK: ExitCode.ROLLED_BACK,
-        deploy.Outcome.ROLLBACK_FAILED: ExitCode.ROLLBACK_FAILED,
+        deploy.Outcome.DEPLOYED: DeployHookExit.OK,
+        deploy.Outcome.WOULD_DEPLOY: DeployHookExit.OK,
+        deploy.Outcome.SKIPPED: DeployHookExit.OK if by_certbot else DeployHookExit.NOTHING_TO_DO,
+        deploy.Outcome.REFUSED: DeployHookExit.REFUSED,
+        deploy.Outcome.REFUSED_IN_PLACE: DeployHookExit.REFUSED_IN_PLACE,
+        deploy.Outcome.ROLLED_BACK: DeployHookExit.ROLLED_BACK,
+        deploy.Outcome.ROLLBACK_FAILED: DeployHookExit.ROLLBACK_FAILED,
     }[report.outcome]
 
 
