@@ -137,7 +137,7 @@ class DaneMode(StrEnum):
 
 @dataclass(frozen=True)
 class DnsConfig:
-    """The DNS-aware checks: DANE gate (hook), MX coverage and MTA-STS (renew-check, daemon)."""
+    """The DNS-aware checks: DANE gate (hook), DANE status, MX coverage and MTA-STS (renew-check)."""
 
     resolver: str = ""
     """IP address of a DNSSEC-validating resolver; empty: the nameservers of /etc/resolv.conf.
@@ -151,7 +151,7 @@ class DnsConfig:
     """Addresses that reach this host but are not on its interfaces (NAT, a load balancer):
     an MX whose address is one of these, or local, points at this host."""
     mta_sts: bool = True
-    """Check MTA-STS policies (renew-check and the daemon only; never the deploy hook)."""
+    """Check MTA-STS policies (renew-check only; never the deploy hook or the daemon)."""
     mta_sts_cafile: Path | None = None
     """Extra trust anchors for the policy's HTTPS certificate; the system store is used too."""
     mta_sts_connect: str = ""

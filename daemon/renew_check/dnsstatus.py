@@ -1,4 +1,4 @@
-"""DNS status of one certificate for ``renew-check`` and the daemon: DANE per host name,
+"""DNS status of one certificate for ``renew-check`` (the daemon runs no DNS checks): DANE per host name,
 MX coverage, MTA-STS. Models only; rendering is :mod:`daemon.renew_check.render`.
 
 Uses the hook's own checks (:mod:`hook.dns.dane`, :mod:`daemon.renew_check.mx`,
