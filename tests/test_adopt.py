@@ -17,7 +17,8 @@ from hook import config
 from hook.certs import lineage
 from hook.certs.bundle import fingerprint, parse_chain
 from hook.errors import Error
-from hook.pipeline import deploy, prove
+from hook.pipeline import prove
+from hook.postfix.instance import postfix_for
 from tests.harness.hookbed import served_all
 from tests.harness.stack import DOMAIN, Stack
 
@@ -48,7 +49,7 @@ def test_rsa_and_ecdsa_lineages_adopted_side_by_side_and_renewed(stack: Stack) -
     assert (rsa_live / "cert.pem").read_bytes() != old_rsa
     record = json.loads(sorted((stack.state_dir / "deploys").glob("*.json"))[-1].read_text())
     assert (record["lineage"], record["outcome"]) == ("mail-rsa", "deployed"), record["message"]
-    services = deploy.postfix_for(cfg).services()
+    services = postfix_for(cfg).services()
     for live in (ec_live, rsa_live):
         leaf = parse_chain((live / "cert.pem").read_bytes(), str(live))[0]
         proof = prove.served(services, fingerprint(leaf), cfg, leaf=leaf)

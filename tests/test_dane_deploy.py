@@ -3,7 +3,7 @@ serving the old certificate; after the printed record is published, the hook dep
 
 Real parts only: pebble + certbot renewals, the private Postfix, Knot + Unbound on
 loopback (tests/harness/dns.py). TLSA names: the hook looks up ``_25._tcp.<myhostname>``
-(``mail.example.test`` on the test stack), see :func:`hook.pipeline.deploy.tlsa_names`.
+(``mail.example.test`` on the test stack), see :func:`hook.dns.dane.tlsa_names`.
 """
 
 from __future__ import annotations

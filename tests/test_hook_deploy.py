@@ -24,8 +24,8 @@ from daemon.renew_check import cli as check
 from hook import config
 from hook.certs import lineage
 from hook.certs.bundle import fingerprint, parse_chain
-from hook.pipeline import deploy
 from hook.postfix import tls_files as discover
+from hook.postfix.instance import postfix_for
 from hook.tls.starttls import Target, probe
 from hook.verdict import Code
 from tests.harness import badcerts as bc
@@ -257,7 +257,7 @@ def test_adopt_split_files_for_older_postfix_then_undo(stack: Stack) -> None:
     crt, key = res.files
     assert (crt.suffix, key.suffix) == (".crt", ".key")
     assert stat.S_IMODE(key.stat().st_mode) == 0o600
-    use = discover.usage(deploy.postfix_for(cfg), lin, cfg.deploy.bundle_dir)
+    use = discover.usage(postfix_for(cfg), lin, cfg.deploy.bundle_dir)
     assert use.mode is discover.Mode.STAGED
     assert {s.kind for s in use.staged} == {discover.Kind.CERT, discover.Kind.KEY}
 
@@ -272,7 +272,7 @@ def test_adopt_split_files_for_older_postfix_then_undo(stack: Stack) -> None:
 
     adopt.undo(cfg)
     assert main_cf.read_bytes() == original
-    use = discover.usage(deploy.postfix_for(cfg), lin, cfg.deploy.bundle_dir)
+    use = discover.usage(postfix_for(cfg), lin, cfg.deploy.bundle_dir)
     assert use.mode is discover.Mode.IN_PLACE
     assert set(served_all(stack)) == {new}
 
@@ -295,7 +295,7 @@ def test_sni_map_is_rebuilt_with_postmap_and_proven(stack: Stack) -> None:
     default = set(served_all(stack))
     db = Path(f"{source}.db")
     assert stat.S_IMODE(db.stat().st_mode) == 0o644  # postmap -F: the keys, world-readable
-    tls = audit.snapshot(deploy.postfix_for(config.load(stack.config_file, {})))
+    tls = audit.snapshot(postfix_for(config.load(stack.config_file, {})))
     assert [p.code for p in audit.check_sni_tables(tls)] == [Code.SNI_TABLE_EXPOSED]
 
     def sni_sha() -> str:
@@ -409,7 +409,7 @@ def test_lineage_used_by_one_master_cf_service_only(stack: Stack) -> None:
     pf.reload()
     cfg = config.load(stack.config_file, {})
     lin = lineage.resolve(sub, cfg.certbot.config_dir)
-    use = discover.usage(deploy.postfix_for(cfg), lin, cfg.deploy.bundle_dir)
+    use = discover.usage(postfix_for(cfg), lin, cfg.deploy.bundle_dir)
     assert [s.port for s in use.services] == [pf.submission_port]
     main_before = pf.postconf("-h", "smtpd_tls_chain_files")
 

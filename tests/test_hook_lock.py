@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from hook.pipeline.deploy import DeployError, locked
+from hook.pipeline import DeployError, locked
 
 
 def test_second_holder_waits_then_gets_the_lock(tmp_path: Path) -> None:

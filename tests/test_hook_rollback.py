@@ -11,10 +11,11 @@ from typing import Any
 
 import pytest
 
+from hook import pipeline
 from hook.certs.bundle import fingerprint, parse_chain
 from hook.deploy_hook import cli
 from hook.exits import DeployHookExit
-from hook.pipeline import deploy, prove
+from hook.pipeline import prove
 from tests.harness import badcerts as bc
 from tests.harness.hookbed import Bed, log_line, run_hook, served_all, staged_bed
 from tests.harness.stack import Pebble
@@ -101,10 +102,10 @@ def test_an_internal_error_still_sends_the_alert(
         bed: Bed, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
     """An unexpected exception in the hook itself (here: the pipeline raises) exits 1, says
     so on stderr and mails the configured address, naming the lineage and the error."""
-    def broken(*args: Any, **kwargs: Any) -> deploy.Report:
+    def broken(*args: Any, **kwargs: Any) -> pipeline.Report:
         raise RuntimeError("pipeline bug")
 
-    monkeypatch.setattr(deploy, "run", broken)
+    monkeypatch.setattr(pipeline, "run", broken)
     bed.mailbox.unlink(missing_ok=True)
     rc = cli.main(["--config", str(bed.stack.config_file), "--lineage", str(bed.stack.lineage)],
                   environ={})

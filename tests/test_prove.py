@@ -6,7 +6,8 @@ import dataclasses
 
 from hook import config as config_mod
 from hook.certs.bundle import fingerprint, parse_chain
-from hook.pipeline import deploy, prove
+from hook.pipeline import prove
+from hook.postfix.instance import postfix_for
 from tests.harness.stack import Stack
 
 
@@ -21,7 +22,7 @@ def test_rsa_and_ecdsa_leaves_served_side_by_side_are_each_provable(stack: Stack
         f"{rsa_live}/privkey.pem, {rsa_live}/fullchain.pem"))
     stack.postfix.reload()
     cfg = config_mod.load(stack.config_file, {})
-    services = deploy.postfix_for(cfg).services()
+    services = postfix_for(cfg).services()
     assert len(services) == 3
     leaves = {name: parse_chain((live / "cert.pem").read_bytes(), name)[0]
               for name, live in (("ec", ec_live), ("rsa", rsa_live))}

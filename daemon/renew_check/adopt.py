@@ -28,10 +28,9 @@ from hook.certs import perms
 from hook.certs.lineage import Lineage
 from hook.config import Config
 from hook.errors import BundleError, Error, PostfixError
-from hook.pipeline import deploy, prove
-from hook.pipeline.deploy import postfix_for
+from hook.pipeline import group_id, locked, served, validate_lineage
 from hook.postfix import tls_files
-from hook.postfix.instance import Postfix
+from hook.postfix.instance import Postfix, postfix_for
 
 BACKUP_INFIX = ".certwatch-backup-"
 
@@ -117,22 +116,23 @@ def new_settings(effective: Mapping[str, str], ours: Callable[[str], bool],
 def adopt(config: Config, lineage: Lineage, *, split: bool | None = None) -> AdoptResult:
     """Validate, stage, point Postfix at the staged files, check, reload, prove; on any
     failure put main.cf, master.cf and the staged files back and reload."""
-    with deploy.locked(config.deploy.state_dir):
+    with locked(config.deploy.state_dir):
         return _adopt(config, lineage, split)
 
 
 def _adopt(config: Config, lineage: Lineage, split: bool | None) -> AdoptResult:
     postfix = postfix_for(config)
     use = tls_files.usage(postfix, lineage, config.deploy.bundle_dir)
-    checked = deploy.validate_lineage(config, lineage, use)
+    checked = validate_lineage(config, lineage, use)
     if checked.problems or checked.bundle is None:
-        raise BundleError(str(lineage.live), "refusing to adopt: " + "; ".join(checked.problems))
+        raise BundleError(str(lineage.live),
+                          "refusing to adopt: " + "; ".join(str(p) for p in checked.problems))
     new = checked.bundle
     if split is None:
         split = needs_split(postfix)
     owned = {k: p for p, k in tls_files.staged_paths(config.deploy.bundle_dir, lineage).items()}
     kinds = (tls_files.Kind.CERT, tls_files.Kind.KEY) if split else (tls_files.Kind.CHAIN,)
-    gid = deploy.group_id(config)
+    gid = group_id(config)
     mode = perms.key_mode(gid)
     cfdir = config.postfix.config_directory
     params = postfix.parameters(*tls_files.SERVER_FILE_PARAMS)
@@ -166,7 +166,7 @@ def _adopt(config: Config, lineage: Lineage, split: bool | None) -> AdoptResult:
         postfix.check()
         postfix.reload()
         after = tls_files.usage(postfix, lineage, config.deploy.bundle_dir)
-        proof = prove.served(after.services, new.leaf_sha256, config, leaf=new.leaf)
+        proof = served(after.services, new.leaf_sha256, config, leaf=new.leaf)
         if not proof.ok:
             raise PostfixError(f"proof failed: {proof.message}")
     except Exception as exc:
@@ -187,7 +187,7 @@ def _adopt(config: Config, lineage: Lineage, split: bool | None) -> AdoptResult:
 
 def undo(config: Config) -> Path:
     """Restore the newest main.cf (and master.cf) backup made by :func:`adopt`, check, reload."""
-    with deploy.locked(config.deploy.state_dir):
+    with locked(config.deploy.state_dir):
         return _undo(config)
 
 

@@ -192,8 +192,8 @@ def _probe(args: argparse.Namespace, cfg: Any) -> int:
 
 def _dry_run(args: argparse.Namespace, cfg: Any) -> int:
     from daemon.renew_check import render  # noqa: PLC0415
+    from hook import pipeline  # noqa: PLC0415
     from hook.certs import lineage  # noqa: PLC0415
-    from hook.pipeline import deploy  # noqa: PLC0415
     from hook.verdict import Status, worst  # noqa: PLC0415
 
     paths = args.lineage or sorted(
@@ -201,9 +201,9 @@ def _dry_run(args: argparse.Namespace, cfg: Any) -> int:
     items = []
     for path in paths:
         lin = lineage.resolve(path, cfg.certbot.config_dir)
-        report = deploy.run(cfg, lin, dry_run=True)  # the one pipeline, nothing changed
-        status = Status.OK if report.outcome in (deploy.Outcome.WOULD_DEPLOY,
-                                                 deploy.Outcome.SKIPPED) else Status.CRITICAL
+        report = pipeline.run(cfg, lin, dry_run=True)  # the one pipeline, nothing changed
+        status = Status.OK if report.outcome in (pipeline.Outcome.WOULD_DEPLOY,
+                                                 pipeline.Outcome.SKIPPED) else Status.CRITICAL
         items.append((report, status))
     overall = worst([s for _, s in items]) if items else Status.UNKNOWN
     summary = (f"dry run for {len(items)} lineage(s)" if items else

@@ -3,7 +3,7 @@ MX coverage, MTA-STS. Models only; rendering is :mod:`daemon.renew_check.render`
 
 Uses the hook's own checks (:mod:`hook.dns.dane`, :mod:`daemon.renew_check.mx`,
 :mod:`daemon.renew_check.mtasts`) with
-the same names the deploy gate looks up (:func:`hook.pipeline.deploy.tlsa_names`). Two chains
+the same names the deploy gate looks up (:func:`hook.dns.dane.tlsa_names`). Two chains
 are compared with the published TLSA records:
 
 * **served**: the file Postfix reads (the probe says whether each service serves it:

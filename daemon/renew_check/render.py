@@ -1,7 +1,7 @@
 """Render ``renew-check`` results: one JSON schema, a table on a terminal, plain text else.
 
 Models (:mod:`daemon.renew_check.survey`, :mod:`hook.tls.judgement`,
-:mod:`hook.pipeline.deploy`) know nothing about
+:mod:`hook.pipeline`) know nothing about
 output; this module knows nothing about how they were computed.
 
 JSON schema ``postfix-certwatch/renew-check/1`` (every command prints this shape; keys
@@ -64,7 +64,7 @@ from hook.verdict import Problem, Status
 if TYPE_CHECKING:
     from daemon.renew_check.dnsstatus import DnsStatus
     from daemon.renew_check.survey import CertCheck, Survey
-    from hook.pipeline.deploy import Report
+    from hook.pipeline import Report
     from hook.tls.judgement import Thresholds, Verdict
 
 SCHEMA = "postfix-certwatch/renew-check/1"
@@ -118,7 +118,7 @@ def report_json(report: Report, status: Status) -> dict[str, Any]:
             "message": report.message, "steps": list(report.steps),
             "old_sha256": report.old_sha256, "new_sha256": report.new_sha256,
             "services": list(report.services), "warnings": list(report.warnings),
-            "notes": list(report.notes), "dane": report.dane}
+            "notes": list(report.notes), "dane": report.dane.as_record() if report.dane else None}
 
 
 def document(command: str, status: Status, summary: str, *,

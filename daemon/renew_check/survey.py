@@ -3,8 +3,8 @@ service it runs, and check them all. Models only: rendering is :mod:`daemon.rene
 
 Per certificate (a certbot lineage, the deploy hook's bundle of one, or a plain file):
 expiry against its own lifetime; for a lineage, the deploy hook's own validation
-(:func:`hook.pipeline.deploy.validate_lineage`: one validator, never two) with the names the hook
-requires (:func:`hook.pipeline.deploy.required_names`: ``myhostname`` and ``deploy.names``, the
+(:func:`hook.pipeline.validate_lineage`: one validator, never two) with the names the hook
+requires (:func:`hook.postfix.tls_files.required_names`: ``myhostname`` and ``deploy.names``, the
 SNI names); for a bundle, whether it still matches the lineage; and what senders see in
 DNS (:mod:`daemon.renew_check.dnsstatus`: DANE, MX coverage, MTA-STS; skipped with ``dns=False`` or
 when ``[dns]`` turns both DANE and MTA-STS off). Per TLS service: a probe (and the deep
@@ -31,9 +31,10 @@ from hook.certs.validate import Trust, check_chain, load_trust, names_of
 from hook.config import Config, DaneMode
 from hook.dns import dane
 from hook.errors import BundleError, Error, PostfixError
-from hook.pipeline.deploy import faces_port_25, postfix_for, required_names, tlsa_names, validate_lineage
+from hook.pipeline import validate_lineage
 from hook.postfix import tls_files
-from hook.postfix.instance import Postfix, Service
+from hook.postfix.instance import Postfix, Service, postfix_for
+from hook.postfix.tls_files import faces_port_25, required_names
 from hook.tls.judgement import Thresholds, Verdict, expiry_problems, judge, lifetime_left, role_for
 from hook.tls.judgement import thresholds_of as judge_thresholds
 from hook.tls.starttls import (
@@ -243,7 +244,7 @@ def _check_cert(name: str, files: list[audit_mod.CertFile], config: Config, trus
     if lineage is not None and hooked:
         # The lineage on disk, judged by the deploy hook's own validation.
         found = validate_lineage(config, Lineage(config.certbot.config_dir, name), use, now)
-        problems += found.findings
+        problems += found.problems
     else:
         problems += check_chain(chain, trust=trust, now=now, names=names, where=label)
     problems += expiry_problems(leaf.not_valid_before_utc, leaf.not_valid_after_utc, now,
@@ -270,7 +271,7 @@ def _check_cert(name: str, files: list[audit_mod.CertFile], config: Config, trus
         reuse = dane.reuse_key(config.certbot.config_dir / "renewal" / f"{name}.conf") \
             if lineage is not None else None
         dns_status = dns_check(config, postfix, served=chain, on_disk=on_disk,
-                               names=tlsa_names(config, use, leaf), port_25=faces_port_25(use),
+                               names=dane.tlsa_names(names, leaf), port_25=faces_port_25(use),
                                reuse_key=reuse)
     return CertCheck(name, str(lineage) if lineage else None, paths, uses, sha, names_of(leaf),
                      leaf.not_valid_before_utc, leaf.not_valid_after_utc,

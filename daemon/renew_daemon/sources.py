@@ -18,9 +18,9 @@ from hook.certs import lineage
 from hook.certs.bundle import fingerprint, parse_chain
 from hook.config import Config
 from hook.errors import LineageError
-from hook.pipeline.deploy import postfix_for, required_names
 from hook.postfix import tls_files
-from hook.postfix.instance import TLS_LEVEL_PARAMS, Service
+from hook.postfix.instance import TLS_LEVEL_PARAMS, Service, postfix_for
+from hook.postfix.tls_files import required_names
 
 
 @dataclass(frozen=True)

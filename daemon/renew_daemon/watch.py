@@ -48,7 +48,7 @@ from hook import alert as alert_mod
 from hook.certs.validate import Trust, load_trust
 from hook.config import Config
 from hook.errors import BundleError, ConfigError, Error, PostfixError
-from hook.pipeline.prove import target_for
+from hook.pipeline import target_for
 from hook.tls.judgement import Thresholds, expiry_problems, judge, thresholds_of
 from hook.tls.starttls import probe
 from hook.verdict import Code, Problem, Status, worst

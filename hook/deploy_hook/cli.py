@@ -22,7 +22,7 @@ from hook.errors import ConfigError, Error, LineageError
 from hook.exits import DeployHookExit
 
 if TYPE_CHECKING:
-    from hook.pipeline.deploy import Report
+    from hook.pipeline import Report
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -82,8 +82,8 @@ ACTIONS = {
 
 def _main(args: argparse.Namespace, env: Mapping[str, str], log: object,
           loaded: list[config_mod.Config]) -> int:
+    from hook import pipeline  # noqa: PLC0415 - keep --help fast
     from hook.certs import lineage  # noqa: PLC0415 - keep --help fast
-    from hook.pipeline import deploy  # noqa: PLC0415 - keep --help fast
 
     cfg = config_mod.load(args.config, env)
     loaded.append(cfg)  # for the alert if anything below fails unexpectedly
@@ -94,14 +94,14 @@ def _main(args: argparse.Namespace, env: Mapping[str, str], log: object,
     lin = lineage.resolve(path, cfg.certbot.config_dir)
     start = time.monotonic()
     if args.dry_run:
-        report = deploy.run(cfg, lin, dry_run=True)
+        report = pipeline.run(cfg, lin, dry_run=True)
     else:
-        with deploy.locked(cfg.deploy.state_dir):
-            report = deploy.run(cfg, lin)
-            if report.outcome is not deploy.Outcome.SKIPPED:
-                deploy.write_record(cfg.deploy.state_dir, report)
-    bad = report.outcome in (deploy.Outcome.REFUSED, deploy.Outcome.REFUSED_IN_PLACE,
-                             deploy.Outcome.ROLLED_BACK, deploy.Outcome.ROLLBACK_FAILED)
+        with pipeline.locked(cfg.deploy.state_dir):
+            report = pipeline.run(cfg, lin)
+            if report.outcome is not pipeline.Outcome.SKIPPED:
+                pipeline.write_record(cfg.deploy.state_dir, report)
+    bad = report.outcome in (pipeline.Outcome.REFUSED, pipeline.Outcome.REFUSED_IN_PLACE,
+                             pipeline.Outcome.ROLLED_BACK, pipeline.Outcome.ROLLBACK_FAILED)
     alerts: list[str] = []
     if bad and not args.dry_run:
         alerts = _alert(cfg, report, str(lin.live))
@@ -110,8 +110,8 @@ def _main(args: argparse.Namespace, env: Mapping[str, str], log: object,
         "old_sha256": report.old_sha256, "new_sha256": report.new_sha256,
         "services": list(report.services), "domains": env.get("RENEWED_DOMAINS", ""),
         "dry_run": report.dry_run, "seconds": round(time.monotonic() - start, 3),
-        "timings": report.timings, "message": report.message,
-        "warnings": list(report.warnings), "problems": list(report.problems),
+        "timings": dict(report.timings), "message": report.message,
+        "warnings": list(report.warnings), "problems": [str(p) for p in report.problems],
         "notes": list(report.notes), "alerts": alerts,
     }
     getattr(log, "error" if bad else "warning" if report.warnings else "info")("deploy", **event)
@@ -137,22 +137,19 @@ def _main(args: argparse.Namespace, env: Mapping[str, str], log: object,
             print(f"publish: {line}")
         print(report.message)
     return {
-        deploy.Outcome.DEPLOYED: DeployHookExit.OK,
-        deploy.Outcome.WOULD_DEPLOY: DeployHookExit.OK,
-        deploy.Outcome.SKIPPED: DeployHookExit.OK if by_certbot else DeployHookExit.NOTHING_TO_DO,
-        deploy.Outcome.REFUSED: DeployHookExit.REFUSED,
-        deploy.Outcome.REFUSED_IN_PLACE: DeployHookExit.REFUSED_IN_PLACE,
-        deploy.Outcome.ROLLED_BACK: DeployHookExit.ROLLED_BACK,
-        deploy.Outcome.ROLLBACK_FAILED: DeployHookExit.ROLLBACK_FAILED,
+        pipeline.Outcome.DEPLOYED: DeployHookExit.OK,
+        pipeline.Outcome.WOULD_DEPLOY: DeployHookExit.OK,
+        pipeline.Outcome.SKIPPED: DeployHookExit.OK if by_certbot else DeployHookExit.NOTHING_TO_DO,
+        pipeline.Outcome.REFUSED: DeployHookExit.REFUSED,
+        pipeline.Outcome.REFUSED_IN_PLACE: DeployHookExit.REFUSED_IN_PLACE,
+        pipeline.Outcome.ROLLED_BACK: DeployHookExit.ROLLED_BACK,
+        pipeline.Outcome.ROLLBACK_FAILED: DeployHookExit.ROLLBACK_FAILED,
     }[report.outcome]
 
 
 def publish_lines(report: Report) -> list[str]:
     """The TLSA RR lines the DANE gate asks for (zone-file syntax, one per line)."""
-    hosts = (report.dane or {}).get("hosts")
-    if not isinstance(hosts, list):
-        return []
-    return [str(line) for h in hosts if isinstance(h, dict) for line in h.get("publish", [])]
+    return list(report.publish)
 
 
 def _alert(cfg: config_mod.Config, report: Report, live: str) -> list[str]:

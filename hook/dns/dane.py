@@ -19,6 +19,7 @@ treat 0 and 1 as unusable. DANE-TA matches any issuer in the presented chain.
 
 from __future__ import annotations
 
+import datetime as dt
 import hashlib
 import ipaddress
 import re
@@ -33,6 +34,7 @@ from cryptography.x509.oid import NameOID
 
 from hook.certs.bundle import spki
 from hook.certs.lineage import read_reuse_key
+from hook.certs.validate import Trust, check_names, names_of
 from hook.config import Config, DaneMode
 from hook.dns.resolver import Answer, Resolver, Security
 from hook.verdict import Code, Problem, Status, worst
@@ -170,6 +172,23 @@ def tlsa_hosts(names: Sequence[str]) -> tuple[str, ...]:
         except ValueError:
             out.append(name)
     return tuple(out)
+
+
+def tlsa_names(presented: Sequence[str], leaf: x509.Certificate) -> tuple[str, ...]:
+    """The host names whose ``_25._tcp`` TLSA records must match ``leaf``.
+
+    The names Postfix presents the lineage under (``presented``:
+    :func:`hook.postfix.tls_files.required_names`, i.e. ``myhostname`` and ``deploy.names``
+    for the default certificate, the SNI names that map to it) that the leaf covers; when
+    there are none (``require_myhostname = false`` and no ``deploy.names``), the leaf's own
+    DNS names. A sender looks up TLSA at the MX host name, and Postfix's ``myhostname`` is
+    that name on a typical MX; the leaf's other names (the bare mail domain, webmail) are
+    not asked for by senders, and a TLSA record published there for another server must
+    not hold this one back."""
+    now = dt.datetime.now(dt.UTC)
+    nobody = Trust((), ())
+    covered = [n for n in presented if not check_names(leaf, [n], nobody, now, "leaf")]
+    return tlsa_hosts(covered or names_of(leaf))
 
 
 def reuse_key(renewal_conf: Path) -> bool | None:

@@ -3,6 +3,9 @@
 Right after ``postfix reload`` an idle old smtpd can still take a connection and serve
 the previous certificate, so one good probe proves nothing: each service must show the
 expected leaf on ``proof_consecutive`` probes in a row before ``proof_timeout`` runs out.
+
+The prove stage (:func:`prove_new`) proves the new leaf on every service and SNI name of
+the lineage; the rollback proves the old one with :func:`served` again.
 """
 
 from __future__ import annotations
@@ -10,7 +13,7 @@ from __future__ import annotations
 import functools
 import ssl
 import time
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 
 from cryptography import x509
@@ -18,7 +21,10 @@ from cryptography.hazmat.primitives.asymmetric import rsa
 
 from hook.certs.bundle import fingerprint
 from hook.config import Config
+from hook.pipeline import messages
+from hook.pipeline.report import StageFailure
 from hook.postfix.instance import Service
+from hook.postfix.tls_files import Usage
 from hook.tls.starttls import Failure, ProbeResult, Target, default_context, probe
 
 
@@ -97,3 +103,36 @@ def served(services: Sequence[Service], expected_sha256: str, config: Config,
                    f"{result.detail}"
             time.sleep(0.1)
     return Proof(True, f"{len(services)} service(s) serve {expected_sha256[:16]}", total)
+
+
+def sni_names(use: Usage) -> tuple[str, ...]:
+    """The SNI names to prove (a ``.domain`` entry matches subdomains: nothing to ask for)."""
+    return tuple(n for m in use.sni_maps for n in m.names if not n.startswith("."))
+
+
+def served_sni(use: Usage, config: Config) -> dict[str, str | None]:
+    """What each SNI name serves now (one probe each): the rollback proves it is served
+    again. In SNI-only mode there is no staged file to read it from."""
+    if not use.tls_services:
+        return {}
+    return {name: served_sha256(probe(target_for(use.tls_services[0], name),
+                                      timeout=config.probe.timeout))
+            for name in sni_names(use)}
+
+
+def prove_new(config: Config, use: Usage, sha: str, leaf: x509.Certificate) -> StageFailure | None:
+    """Every service and SNI name of the lineage serves ``sha`` (``leaf``: its certificate,
+    so the probes ask for its key type when RSA and ECDSA are served side by side)."""
+    try:
+        for proof in _proofs(config, use, sha, leaf):
+            if not proof.ok:
+                return StageFailure("prove", messages.proof_failed(proof.message))
+    except Exception as exc:  # a bug in the proof is rolled back like a failed proof
+        return StageFailure("prove", messages.why(exc))
+    return None
+
+
+def _proofs(config: Config, use: Usage, sha: str, leaf: x509.Certificate) -> Iterator[Proof]:
+    yield served(use.services, sha, config, leaf=leaf)
+    for name in sni_names(use):
+        yield served(use.tls_services[:1], sha, config, servername=name, leaf=leaf)

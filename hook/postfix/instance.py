@@ -1,4 +1,5 @@
-"""Read and control a Postfix instance: ``postconf`` queries, ``postfix check/reload``.
+"""Read and control a Postfix instance: ``postconf`` queries, ``postfix check/reload``,
+``postmap -F`` for SNI tables, "is the master process running?".
 
 Postfix prints its error messages to stderr only when stderr is a terminal (otherwise
 only to syslog or ``maillog_file``), so ``postfix`` commands run on a pseudo-terminal
@@ -19,6 +20,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from hook.config import Config
 from hook.errors import PostfixError
 
 WELL_KNOWN_PORTS = {"smtp": 25, "submission": 587, "smtps": 465, "submissions": 465}
@@ -213,6 +215,44 @@ class Postfix:
         if not res.ok:
             raise PostfixError(f"'{' '.join(argv)}' failed (exit {res.returncode})", res.output)
         return res
+
+    def postmap(self, spec: str) -> CommandResult:
+        """``postmap -F`` (the table holds a copy of each certificate and key file)."""
+        argv = ["postmap", "-F", "-c", str(self.config_directory), spec]
+        res = run_on_pty(argv, self.command_timeout)
+        if not res.ok:
+            raise PostfixError(f"'{' '.join(argv)}' failed (exit {res.returncode})", res.output)
+        return res
+
+    def require_running(self, queue_directory: str) -> None:
+        """Is the master process alive (``$queue_directory/pid/master.pid``)? Cheaper than
+        ``postfix status`` (another process) and the same test."""
+        pid_file = Path(queue_directory or "/var/spool/postfix") / "pid" / "master.pid"
+        try:
+            pid = int(pid_file.read_text().strip())
+            os.kill(pid, 0)
+        except (OSError, ValueError) as exc:
+            raise PostfixError(f"Postfix ({self.config_directory}) is not running "
+                               f"({pid_file}: {getattr(exc, 'strerror', None) or exc})") from exc
+
+
+def postfix_for(config: Config) -> Postfix:
+    """The primary instance the configuration names (``postfix.*``)."""
+    return Postfix(config.postfix.config_directory, config.postfix.reload_command,
+                   config.postfix.probe_host, config.postfix.command_timeout)
+
+
+def protect_db(path: Path, mode: int, gid: int | None) -> None:
+    """``postmap -F`` copies the key files (base64) into the table, and the table gets the
+    source file's mode (often 0644): make it as private as a key (``fchmod`` on an
+    ``O_NOFOLLOW`` descriptor). smtpd opens the table before it drops privileges."""
+    fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
+    try:
+        if gid is not None:
+            os.fchown(fd, -1, gid)
+        os.fchmod(fd, mode)
+    finally:
+        os.close(fd)
 
 
 TLS_LEVEL_PARAMS = ("smtpd_tls_security_level", "smtpd_use_tls", "smtpd_enforce_tls",

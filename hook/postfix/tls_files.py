@@ -17,6 +17,7 @@ from enum import StrEnum
 from pathlib import Path
 
 from hook.certs.lineage import Lineage
+from hook.config import Config
 from hook.errors import PostfixError
 from hook.postfix.instance import TLS_LEVEL_PARAMS, Postfix, Service, tls_level
 
@@ -86,6 +87,34 @@ class Usage:
     def default_cert(self) -> bool:
         """Does Postfix present this lineage without SNI (so it must cover myhostname)?"""
         return bool(self.services)
+
+
+def required_names(config: Config, use: Usage) -> tuple[str, ...]:
+    """Host names Postfix presents the lineage under, which the leaf must cover:
+    ``myhostname`` (unless ``deploy.require_myhostname = false``) and ``deploy.names``
+    when Postfix presents it by default, plus the SNI names that map to it."""
+    names: list[str] = []
+    if use.default_cert:
+        if config.deploy.require_myhostname and use.myhostname:
+            names.append(use.myhostname)
+        names.extend(config.deploy.names)
+    for sni in use.sni_maps:
+        names.extend(n for n in sni.names if not n.startswith("."))
+    return tuple(dict.fromkeys(n.lower().rstrip(".") for n in names))
+
+
+def faces_port_25(use: Usage) -> bool:
+    """Can a sender's MX connection get this lineage? Not when only implicit-TLS (465) or
+    TLS-required (587-style ``-o smtpd_tls_security_level=encrypt``) services present it:
+    RFC 3207 forbids requiring TLS on a public MX, so those are submission services."""
+    if use.sni_maps or not use.services:
+        return True
+    for svc in use.services:
+        level = svc.overrides.get("smtpd_tls_security_level", "")
+        enforce = svc.overrides.get("smtpd_enforce_tls", "")
+        if svc.port == 25 or not (svc.implicit_tls or level == "encrypt" or enforce == "yes"):
+            return True
+    return False
 
 
 def merged(uses: list[Usage]) -> Usage:
