@@ -29,10 +29,10 @@ from pathlib import Path
 
 from cryptography import x509
 
-from hook.certs.validate import Trust, check_names, names_of
+from hook.certs import Trust, check_names, names_of
 from hook.config import Config
-from hook.dns.resolver import Answer, Resolver, Security
-from hook.postfix.instance import Postfix
+from hook.dns import Answer, Resolver, Security
+from hook.postfix import Postfix
 from hook.verdict import Code, Problem, Status, worst
 
 DOMAIN_PARAMS = ("mydestination", "virtual_alias_domains", "virtual_mailbox_domains", "relay_domains")

@@ -64,8 +64,8 @@ from hook.verdict import Problem, Status
 if TYPE_CHECKING:
     from daemon.renew_check.dnsstatus import DnsStatus
     from daemon.renew_check.survey import CertCheck, Survey
-    from hook.pipeline.deploy import Report
-    from hook.tls.judgement import Thresholds, Verdict
+    from hook.pipeline import deploy
+    from hook.tls import Thresholds, Verdict
 
 SCHEMA = "postfix-certwatch/renew-check/1"
 _COLOURS = {Status.OK: "32", Status.WARNING: "33", Status.CRITICAL: "31", Status.UNKNOWN: "35"}
@@ -113,7 +113,7 @@ def cert_json(c: CertCheck) -> dict[str, Any]:
             "dns": c.dns.as_record() if c.dns is not None else None}
 
 
-def report_json(report: Report, status: Status) -> dict[str, Any]:
+def report_json(report: deploy.Report, status: Status) -> dict[str, Any]:
     return {"lineage": report.lineage, "status": status.value, "outcome": report.outcome.value,
             "message": report.message, "steps": list(report.steps),
             "old_sha256": report.old_sha256, "new_sha256": report.new_sha256,
@@ -310,7 +310,7 @@ def probe_text(verdicts: Sequence[Verdict], status: Status, *, tty: bool) -> str
     return "\n".join([head, "", *lines.table()] if tty else [head, *lines.plain()])
 
 
-def dry_run_text(items: Sequence[tuple[Report, Status]], status: Status, *, tty: bool) -> str:
+def dry_run_text(items: Sequence[tuple[deploy.Report, Status]], status: Status, *, tty: bool) -> str:
     lines = Lines()
     for report, st in items:
         lines.add(st, f"lineage {report.lineage}", f"{report.outcome.value}: {report.message}")

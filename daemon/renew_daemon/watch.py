@@ -45,12 +45,11 @@ from daemon.renew_daemon import state as state_mod
 from daemon.renew_daemon.notify import Notifier
 from daemon.renew_daemon.state import Check, DeployInfo, Kind, key_of
 from hook import alert as alert_mod
-from hook.certs.validate import Trust, load_trust
+from hook.certs import Trust, load_trust
 from hook.config import Config
 from hook.errors import BundleError, ConfigError, Error, PostfixError
-from hook.pipeline.prove import target_for
-from hook.tls.judgement import Thresholds, expiry_problems, judge, thresholds_of
-from hook.tls.starttls import probe
+from hook.pipeline import prove
+from hook.tls import Thresholds, expiry_problems, judge, probe, thresholds_of
 from hook.verdict import Code, Problem, Status, worst
 
 FAILED_DEPLOYS = {"refused": Status.WARNING, "rolled_back": Status.WARNING,
@@ -304,7 +303,7 @@ class Watcher:
             want = {sha for w in mine if (sha := expected.get(w.lineage.name))}
             # the names Postfix presents with this service's default certificate
             names = tuple(dict.fromkeys(n for w in mine for n in w.names)) or disc.names
-            res = probe(target_for(svc), timeout=self.config.probe.timeout)
+            res = probe(prove.target_for(svc), timeout=self.config.probe.timeout)
             # several leaves (RSA + ECDSA lineages on one service): the handshake picks one,
             # which must be one of them
             verdict = judge(res, trust=self.trust, now=dt.datetime.fromtimestamp(now, dt.UTC),

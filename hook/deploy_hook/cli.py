@@ -27,7 +27,7 @@ from hook import log as log_mod
 from hook.errors import ConfigError, Error, LineageError
 
 if TYPE_CHECKING:
-    from hook.pipeline.deploy import Report
+    from hook.pipeline import deploy as deploy_mod
 
 
 class ExitCode(IntEnum):
@@ -101,7 +101,7 @@ ACTIONS = {
 
 def _main(args: argparse.Namespace, env: Mapping[str, str], log: object,
           loaded: list[config_mod.Config]) -> int:
-    from hook.certs import lineage  # noqa: PLC0415 - keep --help fast
+    from hook.certs import resolve  # noqa: PLC0415 - keep --help fast
     from hook.pipeline import deploy  # noqa: PLC0415 - keep --help fast
 
     cfg = config_mod.load(args.config, env)
@@ -110,7 +110,7 @@ def _main(args: argparse.Namespace, env: Mapping[str, str], log: object,
     path = args.lineage or env.get("RENEWED_LINEAGE")
     if not path:
         raise LineageError("no lineage: set RENEWED_LINEAGE (certbot does) or pass --lineage")
-    lin = lineage.resolve(path, cfg.certbot.config_dir)
+    lin = resolve(path, cfg.certbot.config_dir)
     start = time.monotonic()
     if args.dry_run:
         report = deploy.run(cfg, lin, dry_run=True)
@@ -166,7 +166,7 @@ def _main(args: argparse.Namespace, env: Mapping[str, str], log: object,
     }[report.outcome]
 
 
-def publish_lines(report: Report) -> list[str]:
+def publish_lines(report: deploy_mod.Report) -> list[str]:
     """The TLSA RR lines the DANE gate asks for (zone-file syntax, one per line)."""
     hosts = (report.dane or {}).get("hosts")
     if not isinstance(hosts, list):
@@ -174,7 +174,7 @@ def publish_lines(report: Report) -> list[str]:
     return [str(line) for h in hosts if isinstance(h, dict) for line in h.get("publish", [])]
 
 
-def _alert(cfg: config_mod.Config, report: Report, live: str) -> list[str]:
+def _alert(cfg: config_mod.Config, report: deploy_mod.Report, live: str) -> list[str]:
     """Mail (and/or webhook) the failure; never raises, returns what happened per channel."""
     from hook import alert as alert_mod  # noqa: PLC0415
     outcome = report.outcome.value

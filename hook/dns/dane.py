@@ -31,8 +31,7 @@ from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 from cryptography.x509.oid import NameOID
 
-from hook.certs.bundle import spki
-from hook.certs.lineage import read_reuse_key
+from hook.certs import read_reuse_key, spki
 from hook.config import Config, DaneMode
 from hook.dns.resolver import Answer, Resolver, Security
 from hook.verdict import Code, Problem, Status, worst
