@@ -11,9 +11,7 @@ What other packages use:
   :func:`default_context`; :class:`Handshake` is what a successful probe saw;
 - judging (``judgement``): :func:`judge` a result into a :class:`Verdict` for a
   :class:`Role` (:func:`role_for`), with :class:`Thresholds` (:func:`thresholds_of`)
-  and :func:`expiry_problems` / :func:`lifetime_left` for certificates on disk;
-- the SMTP client's own errors (``smtp``): :class:`SMTPProtocolError`,
-  :class:`DeadlineExceeded` (the probe turns them into results).
+  and :func:`expiry_problems` / :func:`lifetime_left` for certificates on disk.
 
 Importing this package must stay cheap (``renew-check probe`` start-up): no DNS
 library, no scheduler, no logging framework.
@@ -29,7 +27,6 @@ from hook.tls.judgement import (
     role_for,
     thresholds_of,
 )
-from hook.tls.smtp import DeadlineExceeded, SMTPProtocolError
 from hook.tls.starttls import (
     DeepResult,
     Extra,
@@ -47,14 +44,12 @@ from hook.tls.starttls import (
 )
 
 __all__ = [
-    "DeadlineExceeded",
     "DeepResult",
     "Extra",
     "Failure",
     "Handshake",
     "ProbeResult",
     "Role",
-    "SMTPProtocolError",
     "Target",
     "Thresholds",
     "Verdict",
