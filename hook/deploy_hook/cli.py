@@ -134,6 +134,20 @@ def _main(args: argparse.Namespace, env: Mapping[str, str], log: object,
         "notes": list(report.notes), "alerts": alerts,
     }
     getattr(log, "error" if bad else "warning" if report.warnings else "info")("deploy", **event)
+    _tell(report, bad=bad, dry_run=args.dry_run)
+    return {
+        deploy.Outcome.DEPLOYED: ExitCode.OK,
+        deploy.Outcome.WOULD_DEPLOY: ExitCode.OK,
+        deploy.Outcome.SKIPPED: ExitCode.OK if by_certbot else ExitCode.NOTHING_TO_DO,
+        deploy.Outcome.REFUSED: ExitCode.REFUSED,
+        deploy.Outcome.REFUSED_IN_PLACE: ExitCode.REFUSED_IN_PLACE,
+        deploy.Outcome.ROLLED_BACK: ExitCode.ROLLED_BACK,
+        deploy.Outcome.ROLLBACK_FAILED: ExitCode.ROLLBACK_FAILED,
+    }[report.outcome]
+
+
+def _tell(report: deploy_mod.Report, *, bad: bool, dry_run: bool) -> None:
+    """What the admin reads: why it went wrong (stderr), and a dry run's plan (stdout)."""
     if bad:
         prefix = "" if report.message.startswith(report.outcome.value) else f"{report.outcome.value}: "
         print(f"postfix-deploy-hook: {prefix}{report.message}", file=sys.stderr)
@@ -143,7 +157,7 @@ def _main(args: argparse.Namespace, env: Mapping[str, str], log: object,
             print(f"postfix-deploy-hook:   publish: {line}", file=sys.stderr)
     # Warnings go only into the canonical line (stdout): certbot reports any stderr output
     # as "ran with error output", and a key change is certbot's default behaviour.
-    if args.dry_run:
+    if dry_run:
         for warning in report.warnings:
             print(f"warning: {warning}")
         for step in report.steps:
@@ -155,15 +169,6 @@ def _main(args: argparse.Namespace, env: Mapping[str, str], log: object,
         for line in publish_lines(report):
             print(f"publish: {line}")
         print(report.message)
-    return {
-        deploy.Outcome.DEPLOYED: ExitCode.OK,
-        deploy.Outcome.WOULD_DEPLOY: ExitCode.OK,
-        deploy.Outcome.SKIPPED: ExitCode.OK if by_certbot else ExitCode.NOTHING_TO_DO,
-        deploy.Outcome.REFUSED: ExitCode.REFUSED,
-        deploy.Outcome.REFUSED_IN_PLACE: ExitCode.REFUSED_IN_PLACE,
-        deploy.Outcome.ROLLED_BACK: ExitCode.ROLLED_BACK,
-        deploy.Outcome.ROLLBACK_FAILED: ExitCode.ROLLBACK_FAILED,
-    }[report.outcome]
 
 
 def publish_lines(report: deploy_mod.Report) -> list[str]:
