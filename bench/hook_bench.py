@@ -24,7 +24,7 @@ import subprocess
 import sys
 import time
 
-from hook.postfix.instance import run_on_pty
+from hook.postfix import run_on_pty
 from tests.harness import badcerts as bc
 from tests.harness.hookbed import HOOK, staged_bed
 from tests.harness.stack import running_pebble

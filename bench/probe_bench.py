@@ -32,9 +32,8 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from hook.certs.validate import load_trust
-from hook.tls.judgement import judge
-from hook.tls.starttls import Target, probe, probe_deep, probe_many
+from hook.certs import load_trust
+from hook.tls import Target, judge, probe, probe_deep, probe_many
 from tests.harness.stack import DOMAIN, LO, Stack, running_stack
 
 CHECK_SSL_CERT = Path("/usr/lib/nagios/plugins/check_ssl_cert")

@@ -1,12 +1,24 @@
-"""The exception tree of postfix-certwatch.
+"""The exception tree of postfix-certwatch: every exception class defined under
+``hook/`` and ``daemon/``, with the module it lives in when that is not this one
+(tests/test_errors.py keeps the drawing and the code in step).
 
 ::
 
-    Error                      root; str(err) is a message an admin can act on
-    ├── ConfigError            the TOML file or a value in it is wrong (names file + key)
-    ├── BundleError            a certificate/key file is unusable (names the file)
-    ├── PostfixError           a postfix/postconf command failed (carries its output)
-    └── LineageError           RENEWED_LINEAGE / --lineage is not a usable lineage
+    Exception
+    ├── Error                  root; str(err) is a message an admin can act on
+    │   ├── ConfigError        the TOML file or a value in it is wrong (names file + key)
+    │   ├── BundleError        a certificate/key file is unusable (names the file)
+    │   │   └── _NoAccess      [daemon.renew_check.survey] this user may not read it (UNKNOWN, not CRITICAL)
+    │   ├── PostfixError       a postfix/postconf command failed (carries its output)
+    │   ├── LineageError       RENEWED_LINEAGE / --lineage is not a usable lineage
+    │   ├── DeployError        [hook.pipeline.lock] the pipeline could not run at all (lock held)
+    │   └── MtaStsError        [daemon.renew_check.mtasts] an MTA-STS policy could not be fetched/parsed
+    ├── SMTPProtocolError      [hook.tls.smtp] the peer broke SMTP (garbage, oversized reply, early close)
+    ├── DeadlineExceeded       [hook.tls.smtp] the probe's overall deadline passed
+    └── _Fail                  [hook.tls.starttls] a probe step failed; becomes a Failure in the result
+
+Only the ``Error`` branch leaves a module: the SMTP client's two errors and ``_Fail``
+are caught inside the probe, which returns a failed probe as a result, never raises.
 
 Foreign exceptions (``OSError``, ``ssl.SSLError``, ``ValueError`` from cryptography)
 are translated at the I/O edge with ``raise ... from exc``.

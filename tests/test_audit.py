@@ -10,7 +10,6 @@ import pytest
 from daemon.renew_check.audit import (
     PostfixTLS,
     audit,
-    cert_files,
     enabled_protocols,
     policy_verify_destinations,
 )
@@ -163,7 +162,7 @@ def test_per_service_certificates_are_found(lineage: Path) -> None:
                    "smtpd_tls_chain_files": f"{lineage}/bundle.pem"})
     tls = PostfixTLS({**GOOD, "smtpd_tls_chain_files":
                       f"{lineage}/privkey.pem, {lineage}/fullchain.pem"}, (SMTP, own))
-    found = [(f.where, f.path, tuple(s.name for s in f.services)) for f in cert_files(tls)]
+    found = [(f.where, f.path, tuple(s.name for s in f.services)) for f in tls.cert_files()]
     assert found == [("main.cf", f"{lineage}/fullchain.pem", ("smtp",)),
                      ("master.cf submission", f"{lineage}/bundle.pem", ("submission",))]
 

@@ -24,13 +24,22 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from hook import files
-from hook.certs import perms
-from hook.certs.lineage import Lineage
+from hook.certs import Lineage, key_mode
 from hook.config import Config
 from hook.errors import BundleError, Error, PostfixError
 from hook.pipeline import group_id, locked, served, validate_lineage
-from hook.postfix import tls_files
-from hook.postfix.instance import Postfix, postfix_for
+from hook.postfix import (
+    SERVER_FILE_PARAMS,
+    Kind,
+    Postfix,
+    belongs_to,
+    effective_files,
+    files_of,
+    own_files,
+    postfix_for,
+    staged_paths,
+    usage,
+)
 
 BACKUP_INFIX = ".certwatch-backup-"
 
@@ -74,17 +83,17 @@ LEGACY_PAIRS = (("smtpd_tls_cert_file", "smtpd_tls_key_file"),
 
 
 def new_settings(effective: Mapping[str, str], ours: Callable[[str], bool],
-                 owned: Mapping[tls_files.Kind, Path], *, split: bool, where: str) -> dict[str, str]:
+                 owned: Mapping[Kind, Path], *, split: bool, where: str) -> dict[str, str]:
     """The certificate parameters to set in one scope (main.cf, or one master.cf service)
     so that it reads the staged file(s) for the lineage and everything else as before.
 
-    ``effective``: the scope's :func:`hook.postfix.tls_files.effective_files`; ``ours(path)``: does
+    ``effective``: the scope's :func:`hook.postfix.effective_files`; ``ours(path)``: does
     the file belong to the lineage (its ``live/``/``archive/`` or its staged files)?
     Without ``split`` the result is one ``smtpd_tls_chain_files`` list in the original
     order, the lineage's key and certificate file(s) replaced by the bundle where the
     first of them was (legacy ``*_cert_file``/``*_key_file`` pairs are carried over as
     ``key, cert`` entries, since a non-empty ``smtpd_tls_chain_files`` hides them)."""
-    chain = tls_files.files_of(effective.get("smtpd_tls_chain_files", ""))
+    chain = files_of(effective.get("smtpd_tls_chain_files", ""))
     if split:
         others = [f for f in chain if not ours(f)]
         if others:
@@ -94,14 +103,14 @@ def new_settings(effective: Mapping[str, str], ours: Callable[[str], bool],
         cert, key = next(((c, k) for c, k in LEGACY_PAIRS
                           if ours(effective.get(c, "")) or ours(effective.get(k, ""))),
                          LEGACY_PAIRS[0])
-        return {"smtpd_tls_chain_files": "", cert: str(owned[tls_files.Kind.CERT]),
-                key: str(owned[tls_files.Kind.KEY])}
+        return {"smtpd_tls_chain_files": "", cert: str(owned[Kind.CERT]),
+                key: str(owned[Kind.KEY])}
     if not chain:
         for cert, key in LEGACY_PAIRS:
             c, k = effective.get(cert, "").strip(), effective.get(key, "").strip()
             if c:
                 chain += [k, c] if k and k != c else [c]
-    bundle = str(owned[tls_files.Kind.CHAIN])
+    bundle = str(owned[Kind.CHAIN])
     entries: list[str] = []
     for f in chain:
         if not ours(f):
@@ -122,7 +131,7 @@ def adopt(config: Config, lineage: Lineage, *, split: bool | None = None) -> Ado
 
 def _adopt(config: Config, lineage: Lineage, split: bool | None) -> AdoptResult:
     postfix = postfix_for(config)
-    use = tls_files.usage(postfix, lineage, config.deploy.bundle_dir)
+    use = usage(postfix, lineage, config.deploy.bundle_dir)
     checked = validate_lineage(config, lineage, use)
     if checked.problems or checked.bundle is None:
         raise BundleError(str(lineage.live),
@@ -130,24 +139,24 @@ def _adopt(config: Config, lineage: Lineage, split: bool | None) -> AdoptResult:
     new = checked.bundle
     if split is None:
         split = needs_split(postfix)
-    owned = {k: p for p, k in tls_files.staged_paths(config.deploy.bundle_dir, lineage).items()}
-    kinds = (tls_files.Kind.CERT, tls_files.Kind.KEY) if split else (tls_files.Kind.CHAIN,)
+    owned = {k: p for p, k in staged_paths(config.deploy.bundle_dir, lineage).items()}
+    kinds = (Kind.CERT, Kind.KEY) if split else (Kind.CHAIN,)
     gid = group_id(config)
-    mode = perms.key_mode(gid)
+    mode = key_mode(gid)
     cfdir = config.postfix.config_directory
-    params = postfix.parameters(*tls_files.SERVER_FILE_PARAMS)
-    ours = tls_files.belongs_to(lineage, config.deploy.bundle_dir)
+    params = postfix.parameters(*SERVER_FILE_PARAMS)
+    ours = belongs_to(lineage, config.deploy.bundle_dir)
     # main.cf only if main.cf names the lineage: a lineage used by one master.cf service
     # must not take over the global certificate of another lineage
-    in_main_cf = any(ref.split(" = ", 1)[0] in tls_files.SERVER_FILE_PARAMS for ref in use.references)
-    main_settings = (new_settings(tls_files.effective_files(params, {}), ours, owned, split=split,
+    in_main_cf = any(ref.split(" = ", 1)[0] in SERVER_FILE_PARAMS for ref in use.references)
+    main_settings = (new_settings(effective_files(params, {}), ours, owned, split=split,
                                   where=str(cfdir / "main.cf")) if in_main_cf else {})
     svc_settings = {}
     for svc in use.services:  # per-service certificates (master.cf -o) of this lineage
-        own = {k: v for k, v in svc.overrides.items() if k in tls_files.SERVER_FILE_PARAMS}
+        own = own_files(svc)
         if own:
             svc_settings[svc.name] = new_settings(
-                tls_files.effective_files(params, own), ours, owned, split=split,
+                effective_files(params, own), ours, owned, split=split,
                 where=f"{cfdir / 'master.cf'} {svc.name}")
     stamp = time.strftime("%Y%m%dT%H%M%S") + f".{time.time_ns() % 1_000_000_000:09d}"
     main_backup = _backup(cfdir / "main.cf", stamp)
@@ -165,7 +174,7 @@ def _adopt(config: Config, lineage: Lineage, split: bool | None) -> AdoptResult:
                 postfix.postconf("-P", f"{name}/inet/{key}={value}")
         postfix.check()
         postfix.reload()
-        after = tls_files.usage(postfix, lineage, config.deploy.bundle_dir)
+        after = usage(postfix, lineage, config.deploy.bundle_dir)
         proof = served(after.services, new.leaf_sha256, config, leaf=new.leaf)
         if not proof.ok:
             raise PostfixError(f"proof failed: {proof.message}")

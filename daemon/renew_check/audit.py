@@ -22,30 +22,33 @@ from __future__ import annotations
 import os
 import stat
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 from cryptography import x509
 from cryptography.x509.oid import ExtendedKeyUsageOID
 
-from hook.certs.lineage import parse_reuse_key
-from hook.postfix.instance import Postfix, Service, tls_level
+from hook.certs import parse_reuse_key
+from hook.postfix import (
+    DB_SUFFIX,
+    READER_PARAMS,
+    CertFile,
+    Postfix,
+    Service,
+    Side,
+    cert_files,
+    files_of,
+    tls_enabled,
+    tls_level,
+)
 from hook.verdict import Code, Problem, Status
 
-SERVER_PAIRS = (("smtpd_tls_cert_file", "smtpd_tls_key_file"),
-                ("smtpd_tls_eccert_file", "smtpd_tls_eckey_file"),
-                ("smtpd_tls_dcert_file", "smtpd_tls_dkey_file"))
-CLIENT_PAIRS = (("smtp_tls_cert_file", "smtp_tls_key_file"),
-                ("smtp_tls_eccert_file", "smtp_tls_eckey_file"),
-                ("smtp_tls_dcert_file", "smtp_tls_dkey_file"))
-SERVER_PARAMS = ("smtpd_tls_chain_files", *(p for pair in SERVER_PAIRS for p in pair),
-                 "smtpd_tls_security_level", "smtpd_use_tls", "smtpd_enforce_tls",
-                 "smtpd_tls_protocols", "smtpd_tls_mandatory_protocols", "smtpd_tls_loglevel",
-                 "postscreen_tls_security_level", "inet_interfaces", "inet_protocols", "smtpd_tls_CAfile",
-                 "myhostname", "tls_server_sni_maps")
-CLIENT_PARAMS = ("smtp_tls_chain_files", *(p for pair in CLIENT_PAIRS for p in pair),
-                 "smtp_tls_security_level", "smtp_tls_CAfile", "smtp_tls_CApath",
-                 "smtp_tls_policy_maps", "tls_append_default_CA")
+AUDIT_PARAMS = (*READER_PARAMS,
+                "smtpd_tls_protocols", "smtpd_tls_mandatory_protocols", "smtpd_tls_loglevel",
+                "inet_interfaces", "inet_protocols", "smtpd_tls_CAfile", "myhostname",
+                "tls_server_sni_maps",
+                "smtp_tls_security_level", "smtp_tls_CAfile", "smtp_tls_CApath",
+                "smtp_tls_policy_maps", "tls_append_default_CA")
 PROTOCOLS = ("SSLv2", "SSLv3", "TLSv1", "TLSv1.1", "TLSv1.2", "TLSv1.3")
 WEAK = ("SSLv2", "SSLv3", "TLSv1", "TLSv1.1")
 LOOPBACK = ("127.0.0.1", "::1", "localhost", "loopback-only")
@@ -70,74 +73,17 @@ class PostfixTLS:
         return tls_level(service, self.params)
 
     def tls_services(self) -> tuple[Service, ...]:
-        return tuple(s for s in self.services if s.implicit_tls or self.level(s) != "none")
+        return tuple(s for s in self.services if tls_enabled(s, self.params))
+
+    def cert_files(self) -> list[CertFile]:
+        """Every certificate file Postfix reads (:func:`hook.postfix.cert_files`)."""
+        return cert_files(self.params, self.services)
 
 
 def snapshot(postfix: Postfix) -> PostfixTLS:
     """Read the settings once: ``postconf -x`` for main.cf, ``postconf -M`` for services."""
-    return PostfixTLS(postfix.parameters(*SERVER_PARAMS, *CLIENT_PARAMS), postfix.services(),
+    return PostfixTLS(postfix.parameters(*AUDIT_PARAMS), postfix.services(),
                       str(postfix.config_directory))
-
-
-@dataclass(frozen=True)
-class CertFile:
-    """One certificate file Postfix reads, with its key and who uses it."""
-
-    side: str
-    """``server`` (smtpd) or ``client`` (smtp)."""
-    param: str
-    where: str
-    """``main.cf`` or ``master.cf NAME``."""
-    path: str
-    key_path: str
-    services: tuple[Service, ...] = field(default=())
-
-    @property
-    def use(self) -> str:
-        return f"{self.where}: {self.param}"
-
-
-def files_of(value: str) -> list[str]:
-    return [v for v in value.replace(",", " ").split() if v]
-
-
-def cert_files(tls: PostfixTLS, read: Callable[[str], bytes | None] | None = None) -> list[CertFile]:
-    """Every certificate file Postfix reads: main.cf, per-service ``-o`` overrides, client."""
-    read = read or _read
-    found: list[CertFile] = []
-
-    def collect(side: str, where: str, values: Callable[[str], str], chain_param: str,
-                pairs: tuple[tuple[str, str], ...], services: tuple[Service, ...]) -> None:
-        chain = files_of(values(chain_param))
-        if chain:
-            key = ""
-            for path in chain:
-                data = read(path)
-                if data is None:  # unreadable here (not root): go by the file name
-                    is_key = "key" in os.path.basename(path).lower()
-                    data = b"PRIVATE KEY-----" if is_key else b"-----BEGIN CERTIFICATE-----"
-                if b"PRIVATE KEY-----" in data:
-                    key = path
-                if b"-----BEGIN CERTIFICATE-----" in data:
-                    found.append(CertFile(side, chain_param, where, path, key or path, services))
-            return
-        for cert_param, key_param in pairs:
-            cert = values(cert_param)
-            if cert:
-                found.append(CertFile(side, cert_param, where, cert, values(key_param) or cert,
-                                      services))
-
-    tls_services = tls.tls_services()
-    own = {s.name for s in tls_services
-           if any(k in s.overrides for k in ("smtpd_tls_chain_files", *(c for c, _ in SERVER_PAIRS)))}
-    collect("server", "main.cf", tls.value, "smtpd_tls_chain_files", SERVER_PAIRS,
-            tuple(s for s in tls_services if s.name not in own))
-    for svc in tls_services:
-        if svc.name in own:
-            collect("server", f"master.cf {svc.name}", lambda n, s=svc: tls.value(n, s),  # type: ignore[misc]
-                    "smtpd_tls_chain_files", SERVER_PAIRS, (svc,))
-    collect("client", "main.cf", tls.value, "smtp_tls_chain_files", CLIENT_PAIRS, ())
-    return found
 
 
 # ------------------------------------------------------------------------- the audit
@@ -148,10 +94,10 @@ def audit(tls: PostfixTLS, files: Sequence[CertFile] | None = None, *,
     and ``archive`` directories (and the hook's bundle dir), to spot a lineage used as
     the client certificate; ``renewal_conf(path)`` finds its ``renewal/NAME.conf``;
     ``certbot_dir``: certbot's configuration directory, to spot lineages read in place."""
-    files = cert_files(tls) if files is None else files
+    files = tls.cert_files() if files is None else files
     problems = []
     for f in files:
-        if f.side == "server":
+        if f.side is Side.SERVER:
             cafile = tls.value("smtpd_tls_CAfile", f.services[0] if f.services else None)
             problems += check_fullchain(f, cafile)
     problems += check_mx_level(tls)
@@ -176,7 +122,7 @@ def check_in_place(files: Sequence[CertFile], certbot_dir: Path) -> list[Problem
     roots = [os.path.realpath(certbot_dir / d) for d in ("live", "archive")]
     uses: dict[str, list[str]] = {}
     for f in files:
-        if f.side != "server":
+        if f.side is not Side.SERVER:
             continue
         for path in dict.fromkeys((f.key_path, f.path)):
             real = os.path.realpath(path)
@@ -202,8 +148,7 @@ def check_sni_tables(tls: PostfixTLS) -> list[Problem]:
     out = []
     for spec in files_of(tls.params.get("tls_server_sni_maps", "")):
         kind, _, name = spec.partition(":")
-        suffix = {"hash": ".db", "btree": ".db", "dbm": ".db", "lmdb": ".lmdb",
-                  "cdb": ".cdb"}.get(kind)
+        suffix = DB_SUFFIX.get(kind)
         if suffix is None or not name.startswith("/"):
             continue
         db = name + suffix
@@ -452,7 +397,7 @@ def check_client(tls: PostfixTLS, files: Sequence[CertFile], lineage_roots: Sequ
                     "(or tafile= in the policy entry)"))
     roots = [os.path.realpath(r) for r in lineage_roots]
     for f in files:
-        if f.side != "client":
+        if f.side is not Side.CLIENT:
             continue
         real = os.path.realpath(f.path)
         if not any(real == r or real.startswith(r + os.sep) for r in roots):

@@ -143,15 +143,16 @@ def _probe(args: argparse.Namespace, cfg: Any) -> int:
     from pathlib import Path  # noqa: PLC0415
 
     from daemon.renew_check import render  # noqa: PLC0415
-    from hook.certs import bundle  # noqa: PLC0415
-    from hook.certs.validate import load_trust  # noqa: PLC0415
-    from hook.tls.judgement import judge, role_for, thresholds_of  # noqa: PLC0415
-    from hook.tls.starttls import (  # noqa: PLC0415
+    from hook.certs import fingerprint, load_trust, parse_chain  # noqa: PLC0415
+    from hook.tls import (  # noqa: PLC0415
         Target,
+        judge,
         map_bounded,
         per_address,
         probe,
         probe_deep,
+        role_for,
+        thresholds_of,
         worth_going_deep,
     )
     from hook.verdict import worst  # noqa: PLC0415
@@ -165,7 +166,7 @@ def _probe(args: argparse.Namespace, cfg: Any) -> int:
         except OSError as exc:
             from hook.errors import BundleError  # noqa: PLC0415
             raise BundleError(str(path), f"cannot read: {exc.strerror}") from exc
-        expected = bundle.fingerprint(bundle.parse_chain(data, str(path))[0])
+        expected = fingerprint(parse_chain(data, str(path))[0])
     targets = []
     for text in args.targets:
         host, port = split_target(text)
@@ -193,14 +194,14 @@ def _probe(args: argparse.Namespace, cfg: Any) -> int:
 def _dry_run(args: argparse.Namespace, cfg: Any) -> int:
     from daemon.renew_check import render  # noqa: PLC0415
     from hook import pipeline  # noqa: PLC0415
-    from hook.certs import lineage  # noqa: PLC0415
+    from hook.certs import resolve  # noqa: PLC0415
     from hook.verdict import Status, worst  # noqa: PLC0415
 
     paths = args.lineage or sorted(
         str(p) for p in (cfg.certbot.config_dir / "live").glob("*") if p.is_dir())
     items = []
     for path in paths:
-        lin = lineage.resolve(path, cfg.certbot.config_dir)
+        lin = resolve(path, cfg.certbot.config_dir)
         report = pipeline.run(cfg, lin, dry_run=True)  # the one pipeline, nothing changed
         status = Status.OK if report.outcome in (pipeline.Outcome.WOULD_DEPLOY,
                                                  pipeline.Outcome.SKIPPED) else Status.CRITICAL
@@ -216,7 +217,7 @@ def _dry_run(args: argparse.Namespace, cfg: Any) -> int:
 
 def _adopt(args: argparse.Namespace, cfg: Any) -> int:
     from daemon.renew_check import adopt  # noqa: PLC0415
-    from hook.certs import lineage  # noqa: PLC0415
+    from hook.certs import resolve  # noqa: PLC0415
 
     if args.undo:
         restored = adopt.undo(cfg)
@@ -225,7 +226,7 @@ def _adopt(args: argparse.Namespace, cfg: Any) -> int:
     if not args.lineage:
         print("UNKNOWN: adopt needs a lineage directory (or --undo)", file=sys.stderr)
         return RenewCheckExit.UNKNOWN
-    res = adopt.adopt(cfg, lineage.resolve(args.lineage, cfg.certbot.config_dir))
+    res = adopt.adopt(cfg, resolve(args.lineage, cfg.certbot.config_dir))
     doc = {"status": "ok", "bundle": str(res.bundle), "backup": str(res.backup),
            "leaf_sha256": res.leaf_sha256, "services": list(res.services)}
     _print(args, doc, f"OK: Postfix now reads {res.bundle} (main.cf backup: {res.backup}); "

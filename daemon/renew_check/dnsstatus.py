@@ -28,11 +28,11 @@ from typing import Any, cast
 from cryptography import x509
 
 from daemon.renew_check import mtasts, mx
-from hook.certs.bundle import fingerprint
+from hook.certs import fingerprint
 from hook.config import Config, DaneMode
-from hook.dns import dane
-from hook.dns.resolver import Resolver, Security
-from hook.postfix.instance import Postfix
+from hook.dns import DaneResult, HostDane, HostState, Resolver, Security, recommended, tlsa
+from hook.dns import check as check_dane
+from hook.postfix import Postfix
 from hook.verdict import Code, Problem, Status, worst
 
 
@@ -40,7 +40,7 @@ from hook.verdict import Code, Problem, Status, worst
 class DnsStatus:
     """What senders see in DNS for one certificate."""
 
-    dane: dane.DaneResult | None = None
+    dane: DaneResult | None = None
     """TLSA per host (``None``: ``dns.dane = "off"`` or no host names)."""
     mx: mx.MxCoverage | None = None
     """MX coverage (``None``: not presented on port 25)."""
@@ -75,7 +75,7 @@ class DnsStatus:
         }
 
 
-def rollover_additions(host: dane.HostDane) -> tuple[str, ...]:
+def rollover_additions(host: HostDane) -> tuple[str, ...]:
     """The recommended records (3 1 1 for the on-disk leaf, 2 1 1 per issuer) that are not
     published yet: with them in place, a key rollover (the 2 1 1 keep matching) or an
     intermediate change (the 3 1 1 keeps matching) does not break DANE. Only for hosts
@@ -99,7 +99,7 @@ def check(config: Config, postfix: Postfix, *, served: Sequence[x509.Certificate
     gate = None
     if config.dns.dane is not DaneMode.OFF and names:
         warn = dataclasses.replace(config, dns=dataclasses.replace(config.dns, dane=DaneMode.WARN))
-        gate = dane.check(warn, disk, served, names, reuse_key=reuse_key, resolver=resolver)
+        gate = check_dane(warn, disk, served, names, reuse_key=reuse_key, resolver=resolver)
         problems += _dane_problems(gate, served, same)
         notes += gate.notes
     coverage = None
@@ -115,7 +115,7 @@ def check(config: Config, postfix: Postfix, *, served: Sequence[x509.Certificate
     return DnsStatus(gate, coverage, sts, tuple(problems), tuple(notes))
 
 
-def _dane_problems(gate: dane.DaneResult, served: Sequence[x509.Certificate],
+def _dane_problems(gate: DaneResult, served: Sequence[x509.Certificate],
                    same: bool) -> list[Problem]:
     """The gate judged the on-disk chain (warn mode); add what the served chain means now."""
     out: list[Problem] = []
@@ -123,22 +123,22 @@ def _dane_problems(gate: dane.DaneResult, served: Sequence[x509.Certificate],
         if p.code is Code.DANE_BOGUS:
             out.append(dataclasses.replace(p, status=Status.CRITICAL))
         elif p.code is Code.DANE_MISMATCH and same and p.status is Status.WARNING and any(
-                h.owner in p.detail and h.state is dane.HostState.MISMATCH for h in gate.hosts):
+                h.owner in p.detail and h.state is HostState.MISMATCH for h in gate.hosts):
             continue  # said below, as CRITICAL, for the served chain
         else:
             out.append(p)
     for h in gate.hosts:
         usable = [r for r in h.records if r.usable]
-        if h.state not in (dane.HostState.MATCH, dane.HostState.MISMATCH) or not usable or h.match_old:
+        if h.state not in (HostState.MATCH, HostState.MISMATCH) or not usable or h.match_old:
             continue
         published = {str(r) for r in h.records}
-        publish = [r.rr(h.host) for r in dane.recommended(served) if str(r) not in published]
+        publish = [r.rr(h.host) for r in recommended(served) if str(r) not in published]
         out.append(Problem(
             Code.DANE_MISMATCH, Status.CRITICAL,
             f"{h.owner} has {len(usable)} DNSSEC-validated TLSA record(s) "
             f"({', '.join(r.params + ' ' + r.data.hex()[:16] + '...' for r in usable)}) and none "
             f"matches the certificate Postfix serves now (leaf key "
-            f"{dane.tlsa(served[0], 3, 1, 1).data.hex()[:16]}...): DANE senders defer all mail "
+            f"{tlsa(served[0], 3, 1, 1).data.hex()[:16]}...): DANE senders defer all mail "
             f"to {h.host}",
             "publish: " + " | ".join(publish) if publish else "check the served chain"))
     return out

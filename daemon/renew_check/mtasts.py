@@ -29,9 +29,9 @@ from pathlib import Path
 from cryptography import x509
 
 from daemon.renew_check.mx import MxCoverage
-from hook.certs.validate import Trust, check_names, names_of
+from hook.certs import Trust, check_names, names_of
 from hook.config import Config
-from hook.dns.resolver import Answer, Resolver
+from hook.dns import Answer, Resolver
 from hook.errors import Error
 from hook.verdict import Code, Problem, Status, worst
 

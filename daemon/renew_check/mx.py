@@ -29,10 +29,10 @@ from pathlib import Path
 
 from cryptography import x509
 
-from hook.certs.validate import Trust, check_names, names_of
+from hook.certs import Trust, check_names, names_of
 from hook.config import Config
-from hook.dns.resolver import Answer, Resolver, Security
-from hook.postfix.instance import Postfix
+from hook.dns import Answer, Resolver, Security
+from hook.postfix import Postfix
 from hook.verdict import Code, Problem, Status, worst
 
 DOMAIN_PARAMS = ("mydestination", "virtual_alias_domains", "virtual_mailbox_domains", "relay_domains")
@@ -163,25 +163,36 @@ def _expand(entry: str, postfix: Postfix, notes: list[str], param: str) -> list[
         return [entry]
     if kind == "proxy":  # proxy:hash:/etc/postfix/domains -> the table behind the proxy
         return _expand(table, postfix, notes, param)
+    return _table_keys(entry, postfix, notes, param)
+
+
+def _table_keys(entry: str, postfix: Postfix, notes: list[str], param: str) -> list[str]:
+    """The keys of a ``type:table`` lookup table: inline and texthash read here, the
+    indexed types listed by ``postmap -s``; other types cannot be listed (a note)."""
+    kind, _, table = entry.partition(":")
     if kind == "inline":
         body = table.strip().removeprefix("{").removesuffix("}")
         return [item.split("=", 1)[0].strip("{} ") for item in _entries(body) if item.strip("{} ")]
     if kind == "texthash":
         return [line.split()[0] for line in _file_lines(Path(table), notes, param) if line.split()]
     if kind in INDEXED_TABLES:
-        argv = ["postmap", "-c", str(postfix.config_directory), "-s", entry]
-        try:
-            proc = subprocess.run(argv, capture_output=True, text=True, timeout=30, check=False)
-        except (OSError, subprocess.TimeoutExpired) as exc:
-            notes.append(f"{param}: cannot list {entry}: {exc}")
-            return []
-        if proc.returncode != 0:
-            notes.append(f"{param}: cannot list {entry}: {(proc.stderr or proc.stdout).strip()}")
-            return []
-        return [line.split()[0] for line in proc.stdout.splitlines() if line.split()]
+        return _postmap_keys(entry, postfix, notes, param)
     notes.append(f"{param}: domains in {entry} cannot be listed ({kind} tables are not "
                  "enumerable); check their MX names by hand")
     return []
+
+
+def _postmap_keys(entry: str, postfix: Postfix, notes: list[str], param: str) -> list[str]:
+    argv = ["postmap", "-c", str(postfix.config_directory), "-s", entry]
+    try:
+        proc = subprocess.run(argv, capture_output=True, text=True, timeout=30, check=False)
+    except (OSError, subprocess.TimeoutExpired) as exc:
+        notes.append(f"{param}: cannot list {entry}: {exc}")
+        return []
+    if proc.returncode != 0:
+        notes.append(f"{param}: cannot list {entry}: {(proc.stderr or proc.stdout).strip()}")
+        return []
+    return [line.split()[0] for line in proc.stdout.splitlines() if line.split()]
 
 
 def _file_lines(path: Path, notes: list[str], param: str) -> list[str]:

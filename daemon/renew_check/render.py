@@ -65,7 +65,7 @@ if TYPE_CHECKING:
     from daemon.renew_check.dnsstatus import DnsStatus
     from daemon.renew_check.survey import CertCheck, Survey
     from hook.pipeline import Report
-    from hook.tls.judgement import Thresholds, Verdict
+    from hook.tls import Thresholds, Verdict
 
 SCHEMA = "postfix-certwatch/renew-check/1"
 _COLOURS = {Status.OK: "32", Status.WARNING: "33", Status.CRITICAL: "31", Status.UNKNOWN: "35"}

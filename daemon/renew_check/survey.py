@@ -25,27 +25,50 @@ from cryptography import x509
 from daemon.renew_check import audit as audit_mod
 from daemon.renew_check.dnsstatus import DnsStatus
 from daemon.renew_check.dnsstatus import check as dns_check
-from hook.certs import bundle as bundle_mod
-from hook.certs.lineage import Lineage
-from hook.certs.validate import Trust, check_chain, load_trust, names_of
+from hook.certs import (
+    Lineage,
+    Trust,
+    check_chain,
+    fingerprint,
+    load_trust,
+    names_of,
+    pair,
+    parse_chain,
+    read_reuse_key,
+)
 from hook.config import Config, DaneMode
-from hook.dns import dane
+from hook.dns import tlsa_names
 from hook.errors import BundleError, Error, PostfixError
 from hook.pipeline import validate_lineage
-from hook.postfix import tls_files
-from hook.postfix.instance import Postfix, Service, postfix_for
-from hook.postfix.tls_files import faces_port_25, required_names
-from hook.tls.judgement import Thresholds, Verdict, expiry_problems, judge, lifetime_left, role_for
-from hook.tls.judgement import thresholds_of as judge_thresholds
-from hook.tls.starttls import (
+from hook.postfix import (
+    CertFile,
+    Mode,
+    Postfix,
+    Service,
+    Side,
+    Usage,
+    faces_port_25,
+    files_of,
+    postfix_for,
+    required_names,
+    usage,
+)
+from hook.tls import (
     DeepResult,
     ProbeResult,
     Target,
+    Thresholds,
+    Verdict,
+    expiry_problems,
+    judge,
+    lifetime_left,
     map_bounded,
     probe,
     probe_deep,
+    role_for,
     worth_going_deep,
 )
+from hook.tls import thresholds_of as judge_thresholds
 from hook.verdict import Code, Problem, Status, worst
 
 
@@ -133,11 +156,11 @@ def survey(config: Config, *, lineages: Sequence[str] = (), deep: bool | None = 
     except Error as exc:
         problem = Problem(Code.UNREADABLE, Status.UNKNOWN, f"cannot read the configuration: {exc}")
         return Survey(Status.UNKNOWN, now, where, (), (), (problem,))
-    files = audit_mod.cert_files(tls)
+    files = tls.cert_files()
     wanted = {os.path.basename(os.path.normpath(p)) for p in lineages}
-    groups: dict[str, list[audit_mod.CertFile]] = {}
+    groups: dict[str, list[CertFile]] = {}
     for f in files:
-        if f.side == "server":
+        if f.side is Side.SERVER:
             groups.setdefault(_group_of(f.path, config), []).append(f)
     if wanted:
         groups = {k: v for k, v in groups.items() if k in wanted}
@@ -205,23 +228,21 @@ def _renewal_conf(path: str, config: Config) -> Path | None:
         return None
 
 
-def _usage(name: str, files: list[audit_mod.CertFile], config: Config, postfix: Postfix,
-           myhostname: str) -> tls_files.Usage:
+def _usage(name: str, files: list[CertFile], config: Config, postfix: Postfix,
+           myhostname: str) -> Usage:
     """How Postfix uses a lineage, found the way the deploy hook finds it; for a file
     certbot does not manage (or if that fails), the services that read it."""
     if _lineage_dir(name, config) is not None:
         try:
-            return tls_files.usage(postfix, Lineage(config.certbot.config_dir, name),
-                                  config.deploy.bundle_dir)
+            return usage(postfix, Lineage(config.certbot.config_dir, name), config.deploy.bundle_dir)
         except PostfixError:
             pass
     services = tuple(dict.fromkeys(svc for f in files for svc in f.services))
-    return tls_files.Usage(tls_files.Mode.IN_PLACE, Path(files[0].path), (), services,
-                          myhostname=myhostname)
+    return Usage(Mode.IN_PLACE, Path(files[0].path), (), services, myhostname=myhostname)
 
 
-def _check_cert(name: str, files: list[audit_mod.CertFile], config: Config, trust: Trust,
-                now: dt.datetime, use: tls_files.Usage, postfix: Postfix, dns: bool) -> CertCheck:
+def _check_cert(name: str, files: list[CertFile], config: Config, trust: Trust,
+                now: dt.datetime, use: Usage, postfix: Postfix, dns: bool) -> CertCheck:
     paths = tuple(dict.fromkeys(f.path for f in files))
     uses = tuple(dict.fromkeys(f"{f.use} = {f.path}" for f in files))
     lineage = _lineage_dir(name, config)
@@ -229,7 +250,7 @@ def _check_cert(name: str, files: list[audit_mod.CertFile], config: Config, trus
     problems: list[Problem] = []
     names = required_names(config, use)
     try:
-        chain = bundle_mod.parse_chain(_read(paths[0]), paths[0])
+        chain = parse_chain(_read(paths[0]), paths[0])
     except BundleError as exc:
         # Not allowed to read it (a monitoring user: certbot's live/ is 0700) is UNKNOWN:
         # we cannot tell. A file that is missing or broken is CRITICAL: Postfix can't either.
@@ -249,15 +270,15 @@ def _check_cert(name: str, files: list[audit_mod.CertFile], config: Config, trus
         problems += check_chain(chain, trust=trust, now=now, names=names, where=label)
     problems += expiry_problems(leaf.not_valid_before_utc, leaf.not_valid_after_utc, now,
                                 thresholds_of(config), label)
-    if not hooked or use.mode is not tls_files.Mode.IN_PLACE:  # in place: validated above
+    if not hooked or use.mode is not Mode.IN_PLACE:  # in place: validated above
         problems += _pair_problems(files[0].key_path, paths[0])
-    sha = bundle_mod.fingerprint(leaf)
+    sha = fingerprint(leaf)
     on_disk: tuple[x509.Certificate, ...] | None = None
     if lineage is not None:
         try:
-            on_disk = bundle_mod.parse_chain(_read(str(lineage / "fullchain.pem")),
+            on_disk = parse_chain(_read(str(lineage / "fullchain.pem")),
                                              str(lineage / "fullchain.pem"))
-            live = bundle_mod.fingerprint(on_disk[0])
+            live = fingerprint(on_disk[0])
         except BundleError:
             live = sha
         if live != sha:
@@ -268,10 +289,10 @@ def _check_cert(name: str, files: list[audit_mod.CertFile], config: Config, trus
                 f"postfix-deploy-hook --lineage {lineage} (or: renew-check --dry-run to see why)"))
     dns_status = None
     if dns:
-        reuse = dane.reuse_key(config.certbot.config_dir / "renewal" / f"{name}.conf") \
+        reuse = read_reuse_key(config.certbot.config_dir / "renewal" / f"{name}.conf") \
             if lineage is not None else None
         dns_status = dns_check(config, postfix, served=chain, on_disk=on_disk,
-                               names=dane.tlsa_names(names, leaf), port_25=faces_port_25(use),
+                               names=tlsa_names(names, leaf), port_25=faces_port_25(use),
                                reuse_key=reuse)
     return CertCheck(name, str(lineage) if lineage else None, paths, uses, sha, names_of(leaf),
                      leaf.not_valid_before_utc, leaf.not_valid_after_utc,
@@ -282,7 +303,7 @@ def _check_cert(name: str, files: list[audit_mod.CertFile], config: Config, trus
 def _pair_problems(key_path: str, cert_path: str) -> list[Problem]:
     """Does the key Postfix reads belong to the certificate it reads?"""
     try:
-        bundle_mod.pair(_read(key_path), key_path, _read(cert_path), cert_path)
+        pair(_read(key_path), key_path, _read(cert_path), cert_path)
     except _NoAccess as exc:
         return [Problem(Code.UNREADABLE, Status.OK, f"{exc}: key checks skipped",
                         "run renew-check as root to check the private key too")]
@@ -294,7 +315,7 @@ def _pair_problems(key_path: str, cert_path: str) -> list[Problem]:
     return []
 
 
-def _check_services(tls: audit_mod.PostfixTLS, groups: dict[str, list[audit_mod.CertFile]],
+def _check_services(tls: audit_mod.PostfixTLS, groups: dict[str, list[CertFile]],
                     config: Config, trust: Trust, now: dt.datetime, myhostname: str,
                     deep: bool, names_of_group: dict[str, tuple[str, ...]]) -> tuple[ServiceCheck, ...]:
     expected: dict[str, list[str]] = {}
@@ -304,7 +325,7 @@ def _check_services(tls: audit_mod.PostfixTLS, groups: dict[str, list[audit_mod.
             for svc in f.services:
                 required.setdefault(svc.name, []).extend(names_of_group.get(group, ()))
             try:
-                sha = bundle_mod.fingerprint(bundle_mod.parse_chain(_read(f.path), f.path)[0])
+                sha = fingerprint(parse_chain(_read(f.path), f.path)[0])
             except BundleError:
                 continue
             for svc in f.services:
@@ -341,8 +362,8 @@ def targets_for(svc: Service, tls: audit_mod.PostfixTLS, probe_host: str,
     address families are checked."""
     targets = [Target(svc.host, svc.port, svc.implicit_tls, servername or None)]
     explicit_host = svc.name.startswith("[") or ":" in svc.name
-    protocols = audit_mod.files_of(tls.params.get("inet_protocols", "ipv4"))
-    interfaces = audit_mod.files_of(tls.params.get("inet_interfaces", "all"))
+    protocols = files_of(tls.params.get("inet_protocols", "ipv4"))
+    interfaces = files_of(tls.params.get("inet_interfaces", "all"))
     if (not explicit_host and not probe_host and svc.host != "::1"
             and any(p in ("all", "ipv6") for p in protocols)
             and any(i in ("all", "loopback-only", "[::1]", "::1") for i in interfaces)):

@@ -14,20 +14,26 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
-from hook.certs import lineage
-from hook.certs.bundle import fingerprint, parse_chain
+from hook.certs import Lineage, fingerprint, names_of, parse_chain, resolve
 from hook.config import Config
 from hook.errors import LineageError
-from hook.postfix import tls_files
-from hook.postfix.instance import TLS_LEVEL_PARAMS, Service, postfix_for
-from hook.postfix.tls_files import required_names
+from hook.postfix import (
+    SERVER_FILE_PARAMS,
+    TLS_LEVEL_PARAMS,
+    Mode,
+    Service,
+    postfix_for,
+    required_names,
+    tls_enabled,
+    usage,
+)
 
 
 @dataclass(frozen=True)
 class Watched:
     """A certbot lineage Postfix uses, and the TLS services that serve it."""
 
-    lineage: lineage.Lineage
+    lineage: Lineage
     mode: str
     services: tuple[str, ...]
     """Service labels (``Service.label``)."""
@@ -55,19 +61,19 @@ def discover_all(config: Config) -> Discovery:
     Raises :class:`hook.errors.PostfixError` if postconf fails.
     """
     postfix = postfix_for(config)
-    params = postfix.parameters(*tls_files.SERVER_FILE_PARAMS, *TLS_LEVEL_PARAMS, "myhostname")
-    services = tuple(s for s in postfix.services() if tls_files.tls_enabled(s, params))
+    params = postfix.parameters(*SERVER_FILE_PARAMS, *TLS_LEVEL_PARAMS, "myhostname")
+    services = tuple(s for s in postfix.services() if tls_enabled(s, params))
     watched = []
     live = config.certbot.config_dir / "live"
     for path in sorted(live.glob("*")) if live.is_dir() else ():
         if not path.is_dir():
             continue
         try:
-            lin = lineage.resolve(path, config.certbot.config_dir)
+            lin = resolve(path, config.certbot.config_dir)
         except LineageError:
             continue
-        use = tls_files.usage(postfix, lin, config.deploy.bundle_dir)
-        if use.mode is tls_files.Mode.UNUSED:
+        use = usage(postfix, lin, config.deploy.bundle_dir)
+        if use.mode is Mode.UNUSED:
             continue
         # SNI names are presented only on request: a plain probe sees the default certificate
         names = required_names(config, replace(use, sni_maps=()))
@@ -85,7 +91,7 @@ class DiskCert:
     names: tuple[str, ...]
 
 
-def signature(lin: lineage.Lineage) -> tuple[str, int, int]:
+def signature(lin: Lineage) -> tuple[str, int, int]:
     """Cheap change detector for ``cert.pem``: its real path (certbot points the symlink
     at ``archive/NAME/certN.pem``), mtime and size. ("", 0, 0) if missing."""
     try:
@@ -96,10 +102,8 @@ def signature(lin: lineage.Lineage) -> tuple[str, int, int]:
     return (real, st.st_mtime_ns, st.st_size)
 
 
-def read_cert(lin: lineage.Lineage) -> DiskCert:
+def read_cert(lin: Lineage) -> DiskCert:
     """Parse the lineage's ``cert.pem`` (raises :class:`BundleError`)."""
-    from hook.certs.validate import names_of  # noqa: PLC0415
-
     leaf = parse_chain(lin.read(lin.cert), str(lin.cert))[0]
     return DiskCert(fingerprint(leaf), leaf.not_valid_before_utc, leaf.not_valid_after_utc,
                     names_of(leaf))

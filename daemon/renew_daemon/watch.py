@@ -45,12 +45,11 @@ from daemon.renew_daemon import state as state_mod
 from daemon.renew_daemon.notify import Notifier
 from daemon.renew_daemon.state import Check, DeployInfo, Kind, key_of
 from hook import alert as alert_mod
-from hook.certs.validate import Trust, load_trust
+from hook.certs import Trust, load_trust
 from hook.config import Config
 from hook.errors import BundleError, ConfigError, Error, PostfixError
 from hook.pipeline import target_for
-from hook.tls.judgement import Thresholds, expiry_problems, judge, thresholds_of
-from hook.tls.starttls import probe
+from hook.tls import Thresholds, expiry_problems, judge, probe, thresholds_of
 from hook.verdict import Code, Problem, Status, worst
 
 FAILED_DEPLOYS = {"refused": Status.WARNING, "rolled_back": Status.WARNING,

@@ -1,3 +1,49 @@
 """Certificates and certbot lineages: parsing, pairing, chain validation, key
 permissions and the OS trust anchors.
+
+What other packages use:
+
+- reading PEM: :func:`parse_chain`, :func:`pair` (key + chain into a :class:`Bundle`),
+  :func:`fingerprint` (a leaf's SHA-256), :func:`spki` (its public key, for DANE);
+- certbot lineages: :class:`Lineage`, :func:`resolve` (a path given by an admin),
+  :func:`previous_version`, :func:`reuses_key`, :func:`read_reuse_key`,
+  :func:`parse_reuse_key` (``reuse_key`` in ``renewal/NAME.conf``);
+- validation: :class:`Trust` and :func:`load_trust` (the CA store), :func:`check_chain`
+  (order, dates, trust, names, key), :func:`check_names`, :func:`names_of`;
+- permissions: :func:`key_mode` (the mode a staged private key gets).
+
+The deploy pipeline also drives ``perms`` (inspect/apply) and ``trust`` (the anchors
+imported into the OS store) as modules of their own.
 """
+
+from hook.certs.bundle import Bundle, fingerprint, pair, parse_chain, spki
+from hook.certs.lineage import (
+    Lineage,
+    parse_reuse_key,
+    previous_version,
+    read_reuse_key,
+    resolve,
+    reuses_key,
+)
+from hook.certs.perms import key_mode
+from hook.certs.validate import Trust, check_chain, check_names, load_trust, names_of
+
+__all__ = [
+    "Bundle",
+    "Lineage",
+    "Trust",
+    "check_chain",
+    "check_names",
+    "fingerprint",
+    "key_mode",
+    "load_trust",
+    "names_of",
+    "pair",
+    "parse_chain",
+    "parse_reuse_key",
+    "previous_version",
+    "read_reuse_key",
+    "resolve",
+    "reuses_key",
+    "spki",
+]

@@ -152,12 +152,7 @@ def apply(plan: AnchorPlan, state_dir: Path, lineage: str) -> AnchorResult:
         return AnchorResult(True, plan.describe())
     plan.anchors_dir.mkdir(parents=True, exist_ok=True, mode=0o755)
     output = _bundle_output(plan)
-    backup: dict[Path, bytes | None] = {}
-    for name in [n for n, _ in plan.add] + list(plan.remove):
-        path = plan.anchors_dir / name
-        backup[path] = path.read_bytes() if path.exists() else None
-    if output is not None:
-        backup[output] = output.read_bytes() if output.exists() else None
+    backup = _backup(plan, output)
     for name, pem in plan.add:
         atomic_write(plan.anchors_dir / name, pem, mode=0o644)
     for name in plan.remove:
@@ -175,6 +170,24 @@ def apply(plan: AnchorPlan, state_dir: Path, lineage: str) -> AnchorResult:
                                 "removed certificate(s) (Debian's tool keeps the old bundle when "
                                 "no certificate at all is left)")
         return AnchorResult(True, f"{plan.describe()}: done")
+    return _restore(plan, backup, output, command, detail)
+
+
+def _backup(plan: AnchorPlan, output: Path | None) -> dict[Path, bytes | None]:
+    """The anchor files the plan touches and the OS bundle, as they are (None: absent)."""
+    backup: dict[Path, bytes | None] = {}
+    for name in [n for n, _ in plan.add] + list(plan.remove):
+        path = plan.anchors_dir / name
+        backup[path] = path.read_bytes() if path.exists() else None
+    if output is not None:
+        backup[output] = output.read_bytes() if output.exists() else None
+    return backup
+
+
+def _restore(plan: AnchorPlan, backup: dict[Path, bytes | None], output: Path | None,
+             command: list[str], detail: str) -> AnchorResult:
+    """The update command failed: put the anchor files back, re-run it, and put the OS
+    bundle back too if that fails again."""
     for path, data in backup.items():
         if path == output:
             continue

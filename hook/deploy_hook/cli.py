@@ -83,7 +83,7 @@ ACTIONS = {
 def _main(args: argparse.Namespace, env: Mapping[str, str], log: object,
           loaded: list[config_mod.Config]) -> int:
     from hook import pipeline  # noqa: PLC0415 - keep --help fast
-    from hook.certs import lineage  # noqa: PLC0415 - keep --help fast
+    from hook.certs import resolve  # noqa: PLC0415 - keep --help fast
 
     cfg = config_mod.load(args.config, env)
     loaded.append(cfg)  # for the alert if anything below fails unexpectedly
@@ -91,7 +91,7 @@ def _main(args: argparse.Namespace, env: Mapping[str, str], log: object,
     path = args.lineage or env.get("RENEWED_LINEAGE")
     if not path:
         raise LineageError("no lineage: set RENEWED_LINEAGE (certbot does) or pass --lineage")
-    lin = lineage.resolve(path, cfg.certbot.config_dir)
+    lin = resolve(path, cfg.certbot.config_dir)
     start = time.monotonic()
     if args.dry_run:
         report = pipeline.run(cfg, lin, dry_run=True)
@@ -115,6 +115,20 @@ def _main(args: argparse.Namespace, env: Mapping[str, str], log: object,
         "notes": list(report.notes), "alerts": alerts,
     }
     getattr(log, "error" if bad else "warning" if report.warnings else "info")("deploy", **event)
+    _tell(report, bad=bad, dry_run=args.dry_run)
+    return {
+        pipeline.Outcome.DEPLOYED: DeployHookExit.OK,
+        pipeline.Outcome.WOULD_DEPLOY: DeployHookExit.OK,
+        pipeline.Outcome.SKIPPED: DeployHookExit.OK if by_certbot else DeployHookExit.NOTHING_TO_DO,
+        pipeline.Outcome.REFUSED: DeployHookExit.REFUSED,
+        pipeline.Outcome.REFUSED_IN_PLACE: DeployHookExit.REFUSED_IN_PLACE,
+        pipeline.Outcome.ROLLED_BACK: DeployHookExit.ROLLED_BACK,
+        pipeline.Outcome.ROLLBACK_FAILED: DeployHookExit.ROLLBACK_FAILED,
+    }[report.outcome]
+
+
+def _tell(report: Report, *, bad: bool, dry_run: bool) -> None:
+    """What the admin reads: why it went wrong (stderr), and a dry run's plan (stdout)."""
     if bad:
         prefix = "" if report.message.startswith(report.outcome.value) else f"{report.outcome.value}: "
         print(f"postfix-deploy-hook: {prefix}{report.message}", file=sys.stderr)
@@ -124,7 +138,7 @@ def _main(args: argparse.Namespace, env: Mapping[str, str], log: object,
             print(f"postfix-deploy-hook:   publish: {line}", file=sys.stderr)
     # Warnings go only into the canonical line (stdout): certbot reports any stderr output
     # as "ran with error output", and a key change is certbot's default behaviour.
-    if args.dry_run:
+    if dry_run:
         for warning in report.warnings:
             print(f"warning: {warning}")
         for step in report.steps:
@@ -136,15 +150,6 @@ def _main(args: argparse.Namespace, env: Mapping[str, str], log: object,
         for line in publish_lines(report):
             print(f"publish: {line}")
         print(report.message)
-    return {
-        pipeline.Outcome.DEPLOYED: DeployHookExit.OK,
-        pipeline.Outcome.WOULD_DEPLOY: DeployHookExit.OK,
-        pipeline.Outcome.SKIPPED: DeployHookExit.OK if by_certbot else DeployHookExit.NOTHING_TO_DO,
-        pipeline.Outcome.REFUSED: DeployHookExit.REFUSED,
-        pipeline.Outcome.REFUSED_IN_PLACE: DeployHookExit.REFUSED_IN_PLACE,
-        pipeline.Outcome.ROLLED_BACK: DeployHookExit.ROLLED_BACK,
-        pipeline.Outcome.ROLLBACK_FAILED: DeployHookExit.ROLLBACK_FAILED,
-    }[report.outcome]
 
 
 def publish_lines(report: Report) -> list[str]:

@@ -32,9 +32,7 @@ from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 from cryptography.x509.oid import NameOID
 
-from hook.certs.bundle import spki
-from hook.certs.lineage import read_reuse_key
-from hook.certs.validate import Trust, check_names, names_of
+from hook.certs import Trust, check_names, names_of, read_reuse_key, spki
 from hook.config import Config, DaneMode
 from hook.dns.resolver import Answer, Resolver, Security
 from hook.verdict import Code, Problem, Status, worst
@@ -332,12 +330,11 @@ def dane_gate(chain: Sequence[x509.Certificate], old_chain: Sequence[x509.Certif
     return DaneResult(mode, tuple(hosts), tuple(problems), tuple(notes))
 
 
-def _judge_host(answer: Answer, chain: Sequence[x509.Certificate],
-                old_chain: Sequence[x509.Certificate] | None, severity: Status,
-                seen: Mapping[str, str]) -> tuple[HostDane, list[Problem], list[str]]:
+def _unjudged(answer: Answer, host: str, rollover: tuple[str, ...], severity: Status,
+              seen: Mapping[str, str]) -> tuple[HostDane, list[Problem], list[str]]:
+    """No answer to judge the new certificate by: the lookup failed (refuses only where
+    DANE was seen in use), or DNSSEC says the records are bogus."""
     owner = answer.name
-    host = owner.split(".", 2)[2] if owner.startswith("_") and owner.count(".") >= 2 else owner
-    rollover = tuple(r.rr(host) for r in recommended(chain))
     base = HostDane(host, HostState.LOOKUP_FAILED, answer, rollover=rollover)
     if answer.security is Security.ERROR:
         if host in seen:
@@ -356,13 +353,22 @@ def _judge_host(answer: Answer, chain: Sequence[x509.Certificate],
             "fix the resolver (dns.resolver, or /etc/resolv.conf); if the zone does publish "
             f"TLSA records at {owner}, compare them with the new certificate now "
             "(renew-check)")], []
-    if answer.security is Security.BOGUS:
-        return HostDane(host, HostState.BOGUS, answer, rollover=rollover), [Problem(
-            Code.DANE_BOGUS, severity,
-            f"{answer.describe()}: DANE senders cannot verify {host} at all until this is fixed, "
-            "and the new certificate cannot be checked against the records",
-            "fix the zone's DNSSEC (expired signatures, a DS at the parent that matches no "
-            "DNSKEY) or the resolver's trust anchor")], []
+    return HostDane(host, HostState.BOGUS, answer, rollover=rollover), [Problem(  # BOGUS
+        Code.DANE_BOGUS, severity,
+        f"{answer.describe()}: DANE senders cannot verify {host} at all until this is fixed, "
+        "and the new certificate cannot be checked against the records",
+        "fix the zone's DNSSEC (expired signatures, a DS at the parent that matches no "
+        "DNSKEY) or the resolver's trust anchor")], []
+
+
+def _judge_host(answer: Answer, chain: Sequence[x509.Certificate],
+                old_chain: Sequence[x509.Certificate] | None, severity: Status,
+                seen: Mapping[str, str]) -> tuple[HostDane, list[Problem], list[str]]:
+    owner = answer.name
+    host = owner.split(".", 2)[2] if owner.startswith("_") and owner.count(".") >= 2 else owner
+    rollover = tuple(r.rr(host) for r in recommended(chain))
+    if answer.security in (Security.ERROR, Security.BOGUS):
+        return _unjudged(answer, host, rollover, severity, seen)
 
     records: list[Tlsa] = []
     notes: list[str] = []
@@ -379,21 +385,8 @@ def _judge_host(answer: Answer, chain: Sequence[x509.Certificate],
     found = HostDane(host, HostState.MATCH, answer, tuple(records), match_new, match_old,
                      (), rollover)
 
-    if answer.security is Security.INSECURE:
-        extra = (f"; its {len(records)} TLSA record(s) are ignored by senders" if records else "")
-        notes.append(f"{owner}: the zone is not DNSSEC-signed, so DANE is not in force for "
-                     f"{host} and nothing is enforced{extra}")
-        return _with(found, HostState.INSECURE), [], notes
-    if answer.security is Security.UNVALIDATED:
-        problems = []
-        if usable and not match_new:
-            problems.append(Problem(
-                Code.DANE_UNVERIFIED, Status.WARNING,
-                f"{owner} has {len(usable)} TLSA record(s) (not validated) and none matches the "
-                f"new certificate: if the zone is signed, DANE senders will defer mail to {host}",
-                "publish: " + " | ".join(publish)))
-        return _with(found, HostState.UNVALIDATED, publish=publish if not match_new else ()), \
-            problems, notes
+    if answer.security in (Security.INSECURE, Security.UNVALIDATED):
+        return _unenforced(found, answer, usable, publish, notes)
     if not records:
         notes.append(f"{owner}: no TLSA records ({'NXDOMAIN' if answer.rcode == 'NXDOMAIN' else 'NODATA'}"
                      f", DNSSEC-validated): DANE is not in use for {host}")
@@ -420,6 +413,27 @@ def _judge_host(answer: Answer, chain: Sequence[x509.Certificate],
         f"; wait at least twice the TLSA TTL{ttl} for caches, then run the deploy again "
         "(postfix-deploy-hook --lineage /etc/letsencrypt/live/NAME); remove the old key's "
         "records only after that")], notes
+
+
+def _unenforced(found: HostDane, answer: Answer, usable: tuple[Tlsa, ...], publish: tuple[str, ...],
+                notes: list[str]) -> tuple[HostDane, list[Problem], list[str]]:
+    """Records DNSSEC does not vouch for (unsigned zone, or a resolver that does not
+    validate): senders do not enforce them; the deploy is never held back by them."""
+    owner, host, records, match_new = answer.name, found.host, found.records, found.match_new
+    if answer.security is Security.INSECURE:
+        extra = (f"; its {len(records)} TLSA record(s) are ignored by senders" if records else "")
+        notes.append(f"{owner}: the zone is not DNSSEC-signed, so DANE is not in force for "
+                     f"{host} and nothing is enforced{extra}")
+        return _with(found, HostState.INSECURE), [], notes
+    problems = []
+    if usable and not match_new:
+        problems.append(Problem(
+            Code.DANE_UNVERIFIED, Status.WARNING,
+            f"{owner} has {len(usable)} TLSA record(s) (not validated) and none matches the "
+            f"new certificate: if the zone is signed, DANE senders will defer mail to {host}",
+            "publish: " + " | ".join(publish)))
+    return _with(found, HostState.UNVALIDATED, publish=publish if not match_new else ()), \
+        problems, notes
 
 
 def _with(host: HostDane, state: HostState, publish: tuple[str, ...] = ()) -> HostDane:

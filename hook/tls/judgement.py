@@ -16,8 +16,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from enum import StrEnum
 
-from hook.certs.bundle import fingerprint
-from hook.certs.validate import Trust, check_chain
+from hook.certs import Trust, check_chain, fingerprint
 from hook.config import ProbeConfig
 from hook.tls.starttls import DeepResult, Failure, ProbeResult, Target
 from hook.verdict import Code, Problem, Status, worst
