@@ -4,7 +4,7 @@ Debian: one ``.crt`` per certificate in ``/usr/local/share/ca-certificates`` and
 ``update-ca-certificates`` (with ``--fresh`` after a removal: without it Debian's tool
 keeps trusting a removed certificate). RHEL: ``/etc/pki/ca-trust/source/anchors`` and
 ``update-ca-trust extract``. RHEL's tool is not packaged for Debian, so that path is
-tested against a recording stand-in (``tests/test_trust.py``), never the real tool.
+tested against a recording stand-in (``tests/certs/test_trust.py``), never the real tool.
 
 One file per fingerprint (``postfix-certwatch-<sha256>.crt``), never the leaf; which
 lineage wants which fingerprint is kept in ``<state_dir>/trust-anchors.json``, so a

@@ -1,6 +1,6 @@
 """An MTA-STS policy server on loopback: HTTPS with a trustme certificate for
 ``mta-sts.example.test`` and ``mta-sts.lists.example.test``, answering what a test sets
-per (Host header, path). Used by tests/test_mtasts.py and the renew-check DNS tests."""
+per (Host header, path). Used by tests/renew_check/test_mtasts.py and the renew-check DNS tests."""
 
 from __future__ import annotations
 

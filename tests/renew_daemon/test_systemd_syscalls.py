@@ -20,7 +20,7 @@ from pathlib import Path
 from tests.harness.daemon import UNIT_UMASK
 from tests.harness.stack import VENV_BIN, Stack, wait_until
 
-UNIT = Path(__file__).resolve().parent.parent / "systemd" / "postfix-certwatch.service"
+UNIT = Path(__file__).resolve().parents[2] / "systemd" / "postfix-certwatch.service"
 
 
 @functools.cache

@@ -10,7 +10,7 @@ from pathlib import Path
 from hook.config import DaneMode
 from hook.dns import dane, danestate
 from hook.dns.resolver import Answer, Security
-from tests.test_dane_records import chain_from, secure
+from tests.dns.test_dane_records import chain_from, secure
 
 OWNER = "_25._tcp.mail.example.test"
 NOW = dt.datetime(2026, 11, 26, 10, 0, tzinfo=dt.UTC)

@@ -23,7 +23,7 @@ from hook.dns import dane
 from tests.harness.dns import DnsStack
 from tests.harness.policy import PolicyServer
 from tests.harness.stack import DOMAIN, LO, Stack
-from tests.test_renew_check import HARDENED, assert_schema, run_json
+from tests.renew_check.test_renew_check import HARDENED, assert_schema, run_json
 
 OWNER = f"_25._tcp.{DOMAIN}"
 POLICY = "version: STSv1\nmode: enforce\nmx: {mx}\nmax_age: 1209600\n"
