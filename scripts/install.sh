@@ -185,7 +185,7 @@ pick_python() {
       return 1
     fi
     if why=$(invisible "$PYTHON"); then
-      warn "--python $PYTHON: $why; renew-daemon would not start (exit 127)." \
+      warn "--python $PYTHON: $why; renew-daemon would not start (status 203/EXEC; exit 127 from a shell)." \
            "$USE_DISTRO"
       return 1
     fi
@@ -206,7 +206,7 @@ pick_python() {
     done)
   if [ ${#refused[@]} -gt 0 ]; then
     warn "no Python >= 3.11 that postfix-certwatch.service can see: $(printf '%s; ' "${refused[@]}")" \
-         "renew-daemon would not start (exit 127). $USE_DISTRO"
+         "renew-daemon would not start (status 203/EXEC; exit 127 from a shell). $USE_DISTRO"
     return 1
   fi
   warn "postfix-certwatch needs Python >= 3.11, and python3 is" \

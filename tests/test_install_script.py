@@ -150,14 +150,14 @@ def test_install_prefers_the_distributions_python(visible: Path) -> None:
 def test_install_refuses_a_python_the_unit_cannot_see(visible: Path, tmp_path: Path) -> None:
     """A pyenv python3 (/root/.pyenv/...: ProtectHome=yes hides it) or one under /tmp
     (PrivateTmp=yes) is refused with the reason and the fix, also with --python: the
-    venv's interpreter would be invisible to renew-daemon, which would exit 127."""
+    venv's interpreter would be invisible to renew-daemon, which would not start (203/EXEC)."""
     fake_python(visible / "usr/bin/python3", "3.9")  # the distribution's: too old
     shim = fake_python(visible / "pyenv/shims/python3", "3.11", home="/root/.pyenv/versions/3.11.7")
     tools = tools_dir(visible)
     proc = which_python(visible, path=f"{shim.parent}:{tools}")
     assert proc.returncode == 1, proc
     for needle in ("/root/.pyenv/versions/3.11.7/bin/python3.11 is under /root", "ProtectHome=yes",
-                   "exit 127", "apt install python3 python3-venv", "dnf install python3.11"):
+                   "203/EXEC", "apt install python3 python3-venv", "dnf install python3.11"):
         assert needle in proc.stderr, proc.stderr
     proc = which_python(visible, "--python", str(shim), path=str(tools))
     assert proc.returncode == 1 and "is under /root" in proc.stderr, proc.stderr

@@ -202,6 +202,17 @@ def test_lifecycle_on_a_booted_debian_host(bed: Bed, capsys: pytest.CaptureFixtu
     host = bed.host
     t = Timings()
 
+    # -- 0. why install.sh refuses a Python under /root: the unit cannot even exec it ---
+    host.run("cp", "/usr/bin/python3.11", "/root/python3")  # as a pyenv build would be
+    hidden = host.run("systemd-run", "--wait", "--quiet", "-p", "ProtectHome=yes",
+                      "/root/python3", "-c", "pass", check=False)
+    assert hidden.returncode == 203, hidden  # 203/EXEC: systemd could not execute it
+    refused = host.run("bash", f"{SRC}/scripts/install.sh", "--python", "/root/python3",
+                       "--wheelhouse", WHEELS, check=False)
+    assert refused.returncode == 1 and "ProtectHome=yes" in refused.stderr, refused
+    assert host.run("test", "-e", "/opt/postfix-certwatch", check=False).returncode == 1
+    t.lap("a Python under /root: refused")
+
     # -- 1. install, as the README says (offline: from the wheelhouse) -------------------
     out = host.run("bash", f"{SRC}/scripts/install.sh", "--wheelhouse", WHEELS).stdout
     assert "venv         /opt/postfix-certwatch (Python 3.11" in out, out
@@ -305,7 +316,8 @@ def test_lifecycle_on_a_booted_debian_host(bed: Bed, capsys: pytest.CaptureFixtu
                   "grep -q '^Subject: .*postfix-certwatch' /var/mail/root", 30)
     mailbox = host.read("/var/mail/root")  # delivered by the system Postfix's local(8)
     subjects = re.findall(r"^Subject: (.*)$", mailbox, re.M)
-    assert subjects and NAME in mailbox, mailbox
+    # the hook's alert: a renewal that did not reach Postfix is critical news to the admin
+    assert any(re.match(rf"\[postfix-certwatch\] CRITICAL {NAME}: ", x) for x in subjects), subjects
     print(f"REALHOST refused renewal: record outcome {records[-1].get('outcome')}; "
           f"mail to root: {subjects}")
     host.wait_for("the daemon to report the refusal",
@@ -314,6 +326,13 @@ def test_lifecycle_on_a_booted_debian_host(bed: Bed, capsys: pytest.CaptureFixtu
     samples = metrics(host)
     failed = [v for k, v in samples.items() if k.startswith("postfix_certwatch_deploy_failed")]
     assert failed and max(failed) == 1.0, samples
+    # the worst problem first: the refusal, a warning while the served leaf has time left
+    # (README "A renewal the hook refused"; critical once it nears expiry)
+    assert status.startswith(f"WARNING {NAME}: deploy_refused"), status
+    deploy = f'postfix_certwatch_check_status{{check="deploy",subject="{NAME}",lineage="{NAME}"}}'
+    assert samples[deploy] == 1.0, samples  # 0 ok, 1 warning, 2 critical
+    print("REALHOST metrics after the refused renewal: " + "; ".join(
+        f"{k} {v:g}" for k, v in samples.items() if "deploy" in k or "check_status" in k))
     t.lap("bad renewal refused + alert mail + status")
     print(f"REALHOST status after the refused renewal: {status}")
 
@@ -344,6 +363,7 @@ def test_lifecycle_on_a_booted_debian_host(bed: Bed, capsys: pytest.CaptureFixtu
                   f"[ \"$(systemctl show {UNIT} -pMainPID --value)\" != {pid} ] && "
                   f"[ \"$(systemctl show {UNIT} -pMainPID --value)\" != 0 ]", WATCHDOG_SEC * 3)
     killed_after = time.monotonic() - stopped
+    assert killed_after < WATCHDOG_SEC + 3, killed_after  # WatchdogSec=, then RestartSec=1
     assert int(host.show(UNIT, "NRestarts")["NRestarts"]) == restarts + 1
     system_log = host.run("journalctl", "--no-pager", "-o", "cat", "--after-cursor", cursor).stdout
     assert "Watchdog timeout" in system_log, system_log
