@@ -15,6 +15,7 @@ import json
 import re
 import shutil
 import subprocess
+import sys
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -123,7 +124,7 @@ def _newer_wheelhouse(wheels: Path, out: Path) -> Path:
     for whl in wheels.glob("*.whl"):
         if not whl.name.startswith("postfix_certwatch-"):
             shutil.copy2(whl, wheelhouse)
-    subprocess.run(["/usr/bin/python3", "-m", "pip", "wheel", "-q", "--no-deps",
+    subprocess.run([sys.executable, "-m", "pip", "wheel", "-q", "--no-deps", "--use-pep517",
                     "--wheel-dir", str(wheelhouse), str(src)],
                    capture_output=True, text=True, check=True, timeout=300)
     return wheelhouse
