@@ -9,7 +9,8 @@ cd "$(dirname "$0")/.."
 VENV=${VENV:-$PWD/.venv}
 APT_PKGS=(postfix pebble swaks libnet-ssleay-perl openssl ca-certificates
           python3 python3-venv p11-kit p11-kit-modules bsdutils
-          knot knot-dnssecutils unbound prometheus systemd strace)
+          knot knot-dnssecutils unbound prometheus systemd strace
+          systemd-container mmdebstrap)
 
 [ "$(id -u)" = 0 ] || { echo "setup.sh: run as root (apt, and Postfix's master need it)" >&2; exit 1; }
 
