@@ -26,9 +26,6 @@ ROOT = Path(__file__).resolve().parents[1]
 README = ROOT / "README.md"
 DOCS = ROOT / "docs"
 MAX_BYTES = 15_000
-PENDING_DOCS = frozenset({"docs/install.md"})
-"""Pages written on another branch: a link to one is reported as xfail until it exists."""
-
 
 def readme() -> str:
     return README.read_text(encoding="utf-8")
@@ -264,16 +261,13 @@ def test_readme_links_the_manual() -> None:
 
 def test_links_point_to_existing_pages_and_headings() -> None:
     broken: list[str] = []
-    pending: list[str] = []
     for page, target, anchor in _links():
         path = ROOT / target
         if not path.is_file():
-            (pending if target in PENDING_DOCS else broken).append(f"{page} -> {target}")
+            broken.append(f"{page} -> {target}")
             continue
         if anchor:
             headings = re.findall(r"^#+ (.+)$", path.read_text(encoding="utf-8"), re.M)
             if anchor not in {_slug(h) for h in headings}:
                 broken.append(f"{page} -> {target}#{anchor}: no such heading")
     assert not broken, "broken links:\n" + "\n".join(broken)
-    if pending:
-        pytest.xfail("pages from another branch not merged yet: " + ", ".join(pending))
