@@ -5,6 +5,7 @@ alerting rules pass ``promtool test rules``."""
 from __future__ import annotations
 
 import os
+import re
 import subprocess
 import urllib.request
 from collections.abc import Callable, Iterable
@@ -183,14 +184,18 @@ def test_metrics_listen_that_cannot_bind_is_a_config_error() -> None:
 
 def test_shipped_alerting_rules_pass_promtool(tmp_path: Path) -> None:
     """The rules shipped as package data (expiring, expired, stale, probe failing, deploy
-    failed as a warning and, once the served certificate expires soon, critical; daemon
-    stale) are valid and pass their unit tests."""
+    failed as a warning and, once the served certificate expires soon, critical instead;
+    daemon stale) are valid and pass their unit tests; every alert is defined once, so
+    one condition never fires at two severities together."""
     folder = resources.files("daemon.renew_daemon") / "prometheus"
     for name in ("postfix-certwatch.rules.yml", "postfix-certwatch.rules.test.yml"):
         (tmp_path / name).write_text((folder / name).read_text())
+    alerts = re.findall(r"^\s*- alert: (\S+)", (folder / "postfix-certwatch.rules.yml").read_text(),
+                        re.MULTILINE)
+    assert len(alerts) == len(set(alerts)) == 6, alerts
     check = subprocess.run(["promtool", "check", "rules", "postfix-certwatch.rules.yml"],
                            cwd=tmp_path, capture_output=True, text=True, check=False)
-    assert check.returncode == 0 and "7 rules found" in check.stdout, check.stdout + check.stderr
+    assert check.returncode == 0 and "6 rules found" in check.stdout, check.stdout + check.stderr
     test = subprocess.run(["promtool", "test", "rules", "postfix-certwatch.rules.test.yml"],
                           cwd=tmp_path, capture_output=True, text=True, check=False)
     assert test.returncode == 0 and "SUCCESS" in test.stdout, test.stdout + test.stderr
