@@ -17,10 +17,8 @@ README); otherwise a table on a terminal, plain text (Nagios style) elsewhere.
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import sys
-import traceback
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
@@ -105,6 +103,8 @@ def main(argv: list[str] | None = None, environ: Mapping[str, str] | None = None
         _unknown(args, str(exc))
         return Nagios.UNKNOWN
     except Exception as exc:  # a bug must not look like CRITICAL (2) or WARNING (1) to Nagios
+        import traceback  # noqa: PLC0415 - only for a bug
+
         print(traceback.format_exc(), file=sys.stderr)
         _unknown(args, f"internal error: {type(exc).__name__}: {exc}")
         return Nagios.UNKNOWN
@@ -113,6 +113,8 @@ def main(argv: list[str] | None = None, environ: Mapping[str, str] | None = None
 def _unknown(args: argparse.Namespace, message: str) -> None:
     """Nagios reads the first line of stdout: the reason goes there (and to stderr)."""
     if args.json:
+        import json  # noqa: PLC0415
+
         print(f"UNKNOWN: {message}", file=sys.stderr)
         from daemon.renew_check import render  # noqa: PLC0415
         from hook.verdict import Status  # noqa: PLC0415
@@ -124,7 +126,11 @@ def _unknown(args: argparse.Namespace, message: str) -> None:
 
 
 def _print(args: argparse.Namespace, doc: dict[str, Any], text: str) -> None:
-    print(json.dumps(doc, indent=2) if args.json else text)
+    if args.json:
+        import json  # noqa: PLC0415 - only for --json
+
+        text = json.dumps(doc, indent=2)
+    print(text)
 
 
 def _tty() -> bool:

@@ -54,8 +54,6 @@ A problem whose status is ``ok`` is advice; it never raises the exit code.
 from __future__ import annotations
 
 import datetime as dt
-import shutil
-import textwrap
 from collections.abc import Iterable, Sequence
 from typing import TYPE_CHECKING, Any
 
@@ -242,6 +240,9 @@ class Lines:
         return out
 
     def table(self, width: int | None = None) -> list[str]:
+        import shutil  # noqa: PLC0415 - only on a terminal
+        import textwrap  # noqa: PLC0415
+
         width = width or shutil.get_terminal_size((120, 24)).columns
         subj_w = min(34, max((len(r[2]) for r in self.rows), default=10))
         text_w = max(30, width - subj_w - 12)
