@@ -42,15 +42,14 @@ class DeployHookExit(DocumentedExit):
 
 
 class RenewCheckExit(DocumentedExit):
-    """``renew-check`` (every command): the Nagios plugin convention.
-
-    argparse's own usage errors (an unknown option) exit 2.
-    """
+    """``renew-check`` (every command): the Nagios plugin convention; a usage error (an
+    unknown option, a bad value) is UNKNOWN too, never argparse's 2 (CRITICAL to Nagios)."""
 
     OK = 0, "OK: no problem (advice, shown as note, never raises the code)"
     WARNING = 1, "WARNING: the worst finding is a warning"
     CRITICAL = 2, "CRITICAL: the worst finding is critical"
-    UNKNOWN = 3, "UNKNOWN: the check could not run (configuration, unreadable files, internal error)"
+    UNKNOWN = 3, ("UNKNOWN: the check could not run (usage or configuration error, unreadable "
+                   "files, internal error)")
 
 
 class RenewDaemonExit(DocumentedExit):

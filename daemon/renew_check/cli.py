@@ -17,23 +17,38 @@ docs/renew-check.md); otherwise a table on a terminal, plain text (Nagios style)
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import sys
-import traceback
 from collections.abc import Mapping
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
+from daemon.renew_check.nagios import PluginArgumentParser, seconds, threshold
 from hook.exits import RenewCheckExit
+
+if TYPE_CHECKING:
+    from hook.config import Config
+    from hook.tls import Thresholds
+
+__all__ = ["build_parser", "main", "split_target"]
+
+
+def _add_thresholds(p: argparse.ArgumentParser, default: Any) -> None:
+    p.add_argument("-w", "--warning", type=threshold, default=default, metavar="DAYS|PCT%",
+                   help="warn with fewer days left than this (as check_ssl_cert), or less than "
+                   "this share of the certificate's lifetime (25%%); default: [probe] of the "
+                   "config, a quarter of the lifetime")
+    p.add_argument("-c", "--critical", type=threshold, default=default, metavar="DAYS|PCT%",
+                   help="critical with fewer days left (or share of the lifetime, 10%%)")
 
 
 def build_parser() -> argparse.ArgumentParser:
     overview = __doc__.split("\n\n", 1)[1].replace("``", "").replace("::", ":")
-    p = argparse.ArgumentParser(
+    p = PluginArgumentParser(
         prog="renew-check", formatter_class=argparse.RawDescriptionHelpFormatter,
         description="Check every certificate and TLS service Postfix uses (a Nagios plugin).",
         epilog=f"{overview}\nExit codes (Nagios): "
-               + ", ".join(f"{c.value} {c.name}" for c in RenewCheckExit) + ".")
+               + ", ".join(f"{c.value} {c.name}" for c in RenewCheckExit)
+               + " (3 also for every usage or configuration error).")
     p.add_argument("--config", help="TOML configuration file")
     p.add_argument("--json", action="store_true", help="one JSON document on stdout")
     p.add_argument("--dry-run", action="store_true",
@@ -44,6 +59,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="skip the extra handshakes (anonymous cipher, TLS 1.0/1.1)")
     p.add_argument("--no-dns", dest="dns", action="store_false",
                    help="skip the DNS checks (DANE TLSA, MX coverage, MTA-STS)")
+    _add_thresholds(p, None)
     sub = p.add_subparsers(dest="command")
     pr = sub.add_parser("probe", help="probe SMTP endpoints",
                         description="Probe SMTP endpoints (STARTTLS, or implicit TLS on 465).")
@@ -56,13 +72,14 @@ def build_parser() -> argparse.ArgumentParser:
     pr.add_argument("--cafile", help="trust anchors (PEM) in addition to the system store")
     pr.add_argument("--expect-cert", metavar="PATH",
                     help="PEM certificate (or full chain) the server must serve: else 'stale'")
-    pr.add_argument("--timeout", type=float, default=None, help="seconds per connection")
+    pr.add_argument("--timeout", type=seconds, default=None, help="seconds per connection")
     depth = pr.add_mutually_exclusive_group()
     depth.add_argument("--deep", dest="probe_deep", action="store_true",
                        help="also try an anonymous cipher and TLS 1.0/1.1 (3 extra handshakes; "
                        "default: probe.deep in the config, true)")
     depth.add_argument("--no-deep", dest="probe_no_deep", action="store_true",
                        help="one handshake per target only")
+    _add_thresholds(pr, argparse.SUPPRESS)  # given after "probe": same meaning
     ad = sub.add_parser("adopt", help="switch Postfix to a bundle owned by the deploy hook")
     ad.add_argument("lineage", nargs="?", help="lineage directory under live/")
     ad.add_argument("--undo", action="store_true", help="restore main.cf from before adopt")
@@ -88,6 +105,8 @@ def main(argv: list[str] | None = None, environ: Mapping[str, str] | None = None
         _unknown(args, str(exc))
         return RenewCheckExit.UNKNOWN
     except Exception as exc:  # a bug must not look like CRITICAL (2) or WARNING (1) to Nagios
+        import traceback  # noqa: PLC0415 - only for a bug
+
         print(traceback.format_exc(), file=sys.stderr)
         _unknown(args, f"internal error: {type(exc).__name__}: {exc}")
         return RenewCheckExit.UNKNOWN
@@ -96,6 +115,8 @@ def main(argv: list[str] | None = None, environ: Mapping[str, str] | None = None
 def _unknown(args: argparse.Namespace, message: str) -> None:
     """Nagios reads the first line of stdout: the reason goes there (and to stderr)."""
     if args.json:
+        import json  # noqa: PLC0415
+
         print(f"UNKNOWN: {message}", file=sys.stderr)
         from daemon.renew_check import render  # noqa: PLC0415
         from hook.verdict import Status  # noqa: PLC0415
@@ -107,7 +128,11 @@ def _unknown(args: argparse.Namespace, message: str) -> None:
 
 
 def _print(args: argparse.Namespace, doc: dict[str, Any], text: str) -> None:
-    print(json.dumps(doc, indent=2) if args.json else text)
+    if args.json:
+        import json  # noqa: PLC0415 - only for --json
+
+        text = json.dumps(doc, indent=2)
+    print(text)
 
 
 def _tty() -> bool:
@@ -130,12 +155,38 @@ def split_target(text: str) -> tuple[str, int]:
     return host, int(port)
 
 
+def thresholds_for(args: argparse.Namespace, cfg: Config) -> Thresholds:
+    """``[probe]``'s expiry thresholds with ``-w``/``-c`` applied (days or a share)."""
+    from dataclasses import replace  # noqa: PLC0415
+
+    from hook.errors import ConfigError  # noqa: PLC0415
+    from hook.tls import thresholds_of  # noqa: PLC0415
+
+    t = thresholds_of(cfg.probe)
+    warn, crit = args.warning, args.critical
+    if warn is not None:
+        t = replace(t, warning_at_days=warn.days) if warn.days is not None else \
+            replace(t, warning_fraction=warn.fraction)
+    if crit is not None:
+        t = replace(t, critical_at_days=crit.days) if crit.days is not None else \
+            replace(t, critical_fraction=crit.fraction)
+    if warn is not None and crit is not None and (
+            (warn.days is not None and crit.days is not None and crit.days > warn.days) or
+            (warn.fraction is not None and crit.fraction is not None
+             and crit.fraction > warn.fraction)):
+        raise ConfigError("--critical must not be above --warning (alerts come at fewer "
+                          "days left: e.g. -w 20 -c 10)")
+    return t
+
+
 def _check(args: argparse.Namespace, cfg: Any) -> int:
     from daemon.renew_check import render, survey  # noqa: PLC0415
 
-    result = survey.survey(cfg, lineages=args.lineage, deep=args.deep, dns=args.dns)
+    limits = thresholds_for(args, cfg)
+    result = survey.survey(cfg, lineages=args.lineage, deep=args.deep, dns=args.dns,
+                           thresholds=limits)
     _print(args, render.survey_json(result),
-           render.survey_text(result, tty=_tty(), thresholds=survey.thresholds_of(cfg)))
+           render.survey_text(result, tty=_tty(), thresholds=limits))
     return result.status.exit_code
 
 
@@ -152,11 +203,11 @@ def _probe(args: argparse.Namespace, cfg: Any) -> int:
         probe,
         probe_deep,
         role_for,
-        thresholds_of,
         worth_going_deep,
     )
     from hook.verdict import worst  # noqa: PLC0415
 
+    limits = thresholds_for(args, cfg)
     trust = load_trust(Path(args.cafile) if args.cafile else cfg.probe.cafile)
     expected = None
     if args.expect_cert:
@@ -183,11 +234,11 @@ def _probe(args: argparse.Namespace, cfg: Any) -> int:
     results = map_bounded(one, targets, host=lambda t: t.host, per_host=cfg.probe.per_host,
                           workers=cfg.probe.workers)
     verdicts = [judge(res, trust=trust, names=[t.sni] if t.sni else [], expected_sha256=expected,
-                      thresholds=thresholds_of(cfg.probe), deep=dr, role=role_for(t))
+                      thresholds=limits, deep=dr, role=role_for(t))
                 for t, (res, dr) in zip(targets, results, strict=True)]
     status = worst([v.status for v in verdicts])
     _print(args, render.probe_json(verdicts, status),
-           render.probe_text(verdicts, status, tty=_tty()))
+           render.probe_text(verdicts, status, tty=_tty(), thresholds=limits))
     return status.exit_code
 
 
@@ -224,7 +275,7 @@ def _adopt(args: argparse.Namespace, cfg: Any) -> int:
         print(f"OK: restored {restored} and reloaded Postfix")
         return RenewCheckExit.OK
     if not args.lineage:
-        print("UNKNOWN: adopt needs a lineage directory (or --undo)", file=sys.stderr)
+        print("UNKNOWN: adopt needs a lineage directory (or --undo)")
         return RenewCheckExit.UNKNOWN
     res = adopt.adopt(cfg, resolve(args.lineage, cfg.certbot.config_dir))
     doc = {"status": "ok", "bundle": str(res.bundle), "backup": str(res.backup),

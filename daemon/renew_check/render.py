@@ -54,11 +54,10 @@ A problem whose status is ``ok`` is advice; it never raises the exit code.
 from __future__ import annotations
 
 import datetime as dt
-import shutil
-import textwrap
 from collections.abc import Iterable, Sequence
 from typing import TYPE_CHECKING, Any
 
+from daemon.renew_check import nagios
 from hook.verdict import Problem, Status
 
 if TYPE_CHECKING:
@@ -173,17 +172,38 @@ def survey_summary(s: Survey) -> str:
     return f"{text}; worst: {top.code.value} on {where}"
 
 
+def _days_perf(label: str, days_left: float, lifetime_days: float | None,
+               thresholds: Thresholds | None) -> str:
+    warn = crit = ""
+    if thresholds is not None and lifetime_days:
+        w, k = thresholds.limits(lifetime_days)
+        warn, crit = nagios.below(w), nagios.below(k)
+    return nagios.perf(label, round(days_left, 2), "", warn, crit,
+                       0 if days_left >= 0 else None)
+
+
 def _perfdata(certs: Sequence[CertCheck], thresholds: Thresholds | None) -> str:
+    """``'NAME days_left'=D;W:;C:;0;`` per certificate (alert below W and C days)."""
+    parts = [_days_perf(f"{c.name.rsplit('/', 1)[-1]} days_left", c.days_left,
+                        c.lifetime_days, thresholds)
+             for c in certs if c.days_left is not None]
+    return (" | " + " ".join(parts)) if parts else ""
+
+
+def probe_perfdata(verdicts: Sequence[Verdict], thresholds: Thresholds | None,
+                   now: dt.datetime | None = None) -> str:
+    """``time=S s`` (connect, SMTP dialogue, STARTTLS and handshake) and ``days_left``
+    per target; labels carry the target when there are several."""
+    now = now or dt.datetime.now(dt.UTC)
     parts = []
-    for c in certs:
-        if c.days_left is None:
-            continue
-        label = c.name.rsplit("/", 1)[-1]
-        warn = crit = ""
-        if thresholds is not None and c.lifetime_days:
-            w, k = thresholds.limits(c.lifetime_days)
-            warn, crit = f"{w:.1f}", f"{k:.1f}"
-        parts.append(f"'{label} days_left'={c.days_left:.2f};{warn};{crit};0")
+    for v in verdicts:
+        prefix = f"{v.target.label} " if len(verdicts) > 1 else ""
+        parts.append(nagios.perf(f"{prefix}time", round(v.seconds, 6), "s", minimum=0))
+        if v.not_after is not None:
+            days = (v.not_after - now).total_seconds() / 86400
+            lifetime = ((v.not_after - v.not_before).total_seconds() / 86400
+                        if v.not_before is not None else None)
+            parts.append(_days_perf(f"{prefix}days_left", days, lifetime, thresholds))
     return (" | " + " ".join(parts)) if parts else ""
 
 
@@ -220,6 +240,9 @@ class Lines:
         return out
 
     def table(self, width: int | None = None) -> list[str]:
+        import shutil  # noqa: PLC0415 - only on a terminal
+        import textwrap  # noqa: PLC0415
+
         width = width or shutil.get_terminal_size((120, 24)).columns
         subj_w = min(34, max((len(r[2]) for r in self.rows), default=10))
         text_w = max(30, width - subj_w - 12)
@@ -297,7 +320,8 @@ def _dns_lines(lines: Lines, subject: str, d: DnsStatus) -> None:
             lines.add(Status.OK, subject, fact, advice=True)
 
 
-def probe_text(verdicts: Sequence[Verdict], status: Status, *, tty: bool) -> str:
+def probe_text(verdicts: Sequence[Verdict], status: Status, *, tty: bool,
+               thresholds: Thresholds | None = None) -> str:
     lines = Lines()
     for v in verdicts:
         fallback = (f"{v.protocol} {v.cipher}, leaf sha256 {v.leaf_sha256}, valid until "
@@ -307,7 +331,9 @@ def probe_text(verdicts: Sequence[Verdict], status: Status, *, tty: bool) -> str
         lines.problems(subject, v.problems, fallback, t.label)
     head = f"{status.name}: " + counts_summary([p for v in verdicts for p in v.problems],
                                                f"{len(verdicts)} target(s)")
-    return "\n".join([head, "", *lines.table()] if tty else [head, *lines.plain()])
+    if tty:
+        return "\n".join([head, "", *lines.table()])
+    return "\n".join([head + probe_perfdata(verdicts, thresholds), *lines.plain()])
 
 
 def dry_run_text(items: Sequence[tuple[Report, Status]], status: Status, *, tty: bool) -> str:

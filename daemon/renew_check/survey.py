@@ -143,11 +143,14 @@ def dns_enabled(config: Config) -> bool:
 
 
 def survey(config: Config, *, lineages: Sequence[str] = (), deep: bool | None = None,
-           now: dt.datetime | None = None, dns: bool = True) -> Survey:
+           now: dt.datetime | None = None, dns: bool = True,
+           thresholds: Thresholds | None = None) -> Survey:
     """Check everything; never raises for Postfix, files or the network (UNKNOWN instead).
 
-    ``dns``: False skips the DNS checks (``renew-check --no-dns``)."""
+    ``dns``: False skips the DNS checks (``renew-check --no-dns``); ``thresholds``:
+    expiry thresholds (default: ``[probe]`` of the configuration)."""
     now = now or dt.datetime.now(dt.UTC)
+    limits = thresholds or thresholds_of(config)
     postfix = postfix_for(config)
     where = str(config.postfix.config_directory)
     try:
@@ -172,11 +175,11 @@ def survey(config: Config, *, lineages: Sequence[str] = (), deep: bool | None = 
     myhostname = tls.params.get("myhostname", "")
     uses = {name: _usage(name, fs, config, postfix, myhostname) for name, fs in groups.items()}
     certs = tuple(_check_cert(name, fs, config, trust, now, uses[name], postfix,
-                              dns and dns_enabled(config))
+                              dns and dns_enabled(config), limits)
                   for name, fs in sorted(groups.items()))
     services = _check_services(tls, groups, config, trust, now, myhostname,
                                config.probe.deep if deep is None else deep,
-                               {n: required_names(config, u) for n, u in uses.items()})
+                               {n: required_names(config, u) for n, u in uses.items()}, limits)
     roots = [config.certbot.config_dir / "live", config.certbot.config_dir / "archive",
              config.deploy.bundle_dir]
     findings = tuple(audit_mod.audit(tls, files, lineage_roots=roots,
@@ -242,7 +245,8 @@ def _usage(name: str, files: list[CertFile], config: Config, postfix: Postfix,
 
 
 def _check_cert(name: str, files: list[CertFile], config: Config, trust: Trust,
-                now: dt.datetime, use: Usage, postfix: Postfix, dns: bool) -> CertCheck:
+                now: dt.datetime, use: Usage, postfix: Postfix, dns: bool,
+                thresholds: Thresholds) -> CertCheck:
     paths = tuple(dict.fromkeys(f.path for f in files))
     uses = tuple(dict.fromkeys(f"{f.use} = {f.path}" for f in files))
     lineage = _lineage_dir(name, config)
@@ -269,7 +273,7 @@ def _check_cert(name: str, files: list[CertFile], config: Config, trust: Trust,
     else:
         problems += check_chain(chain, trust=trust, now=now, names=names, where=label)
     problems += expiry_problems(leaf.not_valid_before_utc, leaf.not_valid_after_utc, now,
-                                thresholds_of(config), label)
+                                thresholds, label)
     if not hooked or use.mode is not Mode.IN_PLACE:  # in place: validated above
         problems += _pair_problems(files[0].key_path, paths[0])
     sha = fingerprint(leaf)
@@ -317,7 +321,8 @@ def _pair_problems(key_path: str, cert_path: str) -> list[Problem]:
 
 def _check_services(tls: audit_mod.PostfixTLS, groups: dict[str, list[CertFile]],
                     config: Config, trust: Trust, now: dt.datetime, myhostname: str,
-                    deep: bool, names_of_group: dict[str, tuple[str, ...]]) -> tuple[ServiceCheck, ...]:
+                    deep: bool, names_of_group: dict[str, tuple[str, ...]],
+                    thresholds: Thresholds) -> tuple[ServiceCheck, ...]:
     expected: dict[str, list[str]] = {}
     required: dict[str, list[str]] = {}
     for group, files in groups.items():
@@ -349,7 +354,7 @@ def _check_services(tls: audit_mod.PostfixTLS, groups: dict[str, list[CertFile]]
         want = tuple(dict.fromkeys(expected.get(svc.name, ())))
         names = list(dict.fromkeys(required.get(svc.name, [myhostname] if myhostname else [])))
         verdict = judge(res, trust=trust, now=now, names=names, expected=want,
-                        thresholds=thresholds_of(config), deep=dr,
+                        thresholds=thresholds, deep=dr,
                         role=role_for(res.target, tls.level(svc)))
         out.append(ServiceCheck(svc.name, verdict, want))
     return tuple(out)

@@ -1,9 +1,11 @@
-"""Prometheus metrics, rendered from the daemon's state in the text exposition format.
+"""Prometheus metrics from the daemon's state, rendered by ``prometheus_client``.
 
-Written atomically to a node_exporter textfile-collector file and/or served on
-``/metrics``. Every gauge is derived from :class:`~daemon.renew_daemon.state.State`, which keeps the
-last certificate each check saw: unlike blackbox_exporter, the expiry of a certificate
-that is expired, or of a service that stopped answering, stays visible.
+Written atomically to a node_exporter textfile-collector file and/or served over HTTP
+(``metrics.listen``) by prometheus_client's own server, which also speaks OpenMetrics
+to a scraper that asks for it. Every gauge is derived from
+:class:`~daemon.renew_daemon.state.State`, which keeps the last certificate each check
+saw: unlike blackbox_exporter, the expiry of a certificate that is expired, or of a
+service that stopped answering, stays visible.
 
 =================================================================  =============================
 metric                                                             labels
@@ -25,10 +27,12 @@ metric                                                             labels
 
 from __future__ import annotations
 
-import http.server
-import threading
 from collections.abc import Iterable
 from pathlib import Path
+
+from prometheus_client.exposition import generate_latest, start_http_server
+from prometheus_client.metrics_core import GaugeMetricFamily, Metric
+from prometheus_client.registry import Collector, CollectorRegistry
 
 from daemon.renew_daemon.state import Kind, State, key_of, lifetime_left
 from hook import files
@@ -54,43 +58,45 @@ HELP = {
     "last_check_timestamp_seconds": "When the daemon last completed a check (staleness).",
 }
 
+LABELS: dict[str, tuple[str, ...]] = {
+    "cert_not_after_timestamp_seconds": ("source", "service", "lineage"),
+    "cert_not_before_timestamp_seconds": ("source", "service", "lineage"),
+    "cert_lifetime_left_ratio": ("source", "service", "lineage"),
+    "check_status": ("check", "subject", "lineage"),
+    "problem": ("check", "subject", "lineage", "code"),
+    "probe_success": ("service", "lineage"),
+    "probe_last_run_timestamp_seconds": ("service",),
+    "probe_last_success_timestamp_seconds": ("service",),
+    "deploy_last_timestamp_seconds": ("lineage",),
+    "deploy_last_success_timestamp_seconds": ("lineage",),
+    "deploy_failed": ("lineage",),
+    "last_check_timestamp_seconds": (),
+}
 
-def _escape(value: str) -> str:
-    return value.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n")
 
+def families(state: State, now: float, last_check: float) -> list[Metric]:
+    """Every gauge family for ``state`` at time ``now`` (families without samples left out)."""
+    out = {name: GaugeMetricFamily(P + name, HELP[name], labels=LABELS[name]) for name in HELP}
 
-def _labels(labels: dict[str, str]) -> str:
-    return "{" + ",".join(f'{k}="{_escape(v)}"' for k, v in labels.items()) + "}" if labels else ""
-
-
-def _num(value: float) -> str:
-    return repr(float(value)) if value != int(value) else str(int(value))
-
-
-def render(state: State, now: float, last_check: float) -> str:
-    """The whole exposition text for ``state`` at time ``now``."""
-    samples: dict[str, list[tuple[dict[str, str], float]]] = {name: [] for name in HELP}
-
-    def add(name: str, labels: dict[str, str], value: float) -> None:
-        samples[name].append((labels, value))
+    def add(name: str, labels: Iterable[str], value: float) -> None:
+        out[name].add_metric(list(labels), value)
 
     for check in sorted(state.checks.values(), key=lambda c: c.key):
-        subject = {"check": check.kind.value, "subject": check.subject, "lineage": check.lineage}
+        subject = (check.kind.value, check.subject, check.lineage)
         add("check_status", subject, STATUS_VALUE.get(check.status, 3))
         for code in check.codes:
-            add("problem", {**subject, "code": code}, 1)
+            add("problem", (*subject, code), 1)
         if check.kind in (Kind.DEPLOY, Kind.POSTFIX):
             continue
         if check.kind is Kind.PROBE:
-            cert = {"source": "served", "service": check.subject, "lineage": check.lineage}
-            svc = {"service": check.subject, "lineage": check.lineage}
-            add("probe_success", svc, 1 if check.last_ok and check.last_ok >= check.last_run else 0)
-            add("probe_last_run_timestamp_seconds", {"service": check.subject}, check.last_run)
+            cert = ("served", check.subject, check.lineage)
+            add("probe_success", (check.subject, check.lineage),
+                1 if check.last_ok and check.last_ok >= check.last_run else 0)
+            add("probe_last_run_timestamp_seconds", (check.subject,), check.last_run)
             if check.last_ok:
-                add("probe_last_success_timestamp_seconds", {"service": check.subject},
-                    check.last_ok)
+                add("probe_last_success_timestamp_seconds", (check.subject,), check.last_ok)
         else:
-            cert = {"source": "disk", "service": "", "lineage": check.subject}
+            cert = ("disk", "", check.subject)
         if check.not_after:
             add("cert_not_after_timestamp_seconds", cert, check.not_after)
             add("cert_not_before_timestamp_seconds", cert, check.not_before)
@@ -98,26 +104,59 @@ def render(state: State, now: float, last_check: float) -> str:
             if left is not None:
                 add("cert_lifetime_left_ratio", cert, round(left, 6))
     for name, info in sorted(state.deploys.items()):
-        add("deploy_last_timestamp_seconds", {"lineage": name}, info.time)
+        add("deploy_last_timestamp_seconds", (name,), info.time)
         if info.last_success:
-            add("deploy_last_success_timestamp_seconds", {"lineage": name}, info.last_success)
+            add("deploy_last_success_timestamp_seconds", (name,), info.last_success)
         # the daemon's deploy check: a refusal stops counting once another leaf is on disk
         deploy = state.checks.get(key_of(Kind.DEPLOY, name))
         failed = deploy is not None and any(c.startswith("deploy_") for c in deploy.codes)
-        add("deploy_failed", {"lineage": name}, 1 if failed else 0)
+        add("deploy_failed", (name,), 1 if failed else 0)
     if last_check:
-        add("last_check_timestamp_seconds", {}, last_check)
-    return "".join(_family(name, rows) for name, rows in samples.items() if rows)
+        add("last_check_timestamp_seconds", (), last_check)
+    return [family for family in out.values() if family.samples]
 
 
-def _family(name: str, rows: Iterable[tuple[dict[str, str], float]]) -> str:
-    head = f"# HELP {P}{name} {HELP[name]}\n# TYPE {P}{name} gauge\n"
-    return head + "".join(f"{P}{name}{_labels(lab)} {_num(val)}\n" for lab, val in rows)
+class Exposition(Collector):
+    """The latest families, in a registry of their own (no process or GC metrics).
+
+    :meth:`update` swaps in a complete snapshot, so a scrape served by the HTTP thread
+    never sees half a check cycle.
+    """
+
+    def __init__(self) -> None:
+        self._families: tuple[Metric, ...] = ()
+        self.registry = CollectorRegistry(auto_describe=False)
+        self.registry.register(self)
+
+    def update(self, snapshot: Iterable[Metric]) -> None:
+        self._families = tuple(snapshot)
+
+    def collect(self) -> Iterable[Metric]:
+        return self._families
+
+    def describe(self) -> Iterable[Metric]:
+        return ()  # names vary with the state: nothing to reserve at registration
+
+    def text(self) -> str:
+        """The Prometheus text format (0.0.4), as node_exporter's textfile collector reads."""
+        return generate_latest(self.registry).decode()
+
+
+def render(state: State, now: float, last_check: float) -> str:
+    """The whole exposition text for ``state`` at time ``now``."""
+    exposition = Exposition()
+    exposition.update(families(state, now, last_check))
+    return exposition.text()
 
 
 def write_textfile(path: Path, text: str) -> None:
     """Replace ``path`` atomically (node_exporter never reads half a file) with the hook's
-    :func:`hook.files.atomic_write`; mode 0644, as node_exporter runs as another user."""
+    :func:`hook.files.atomic_write`; mode 0644, as node_exporter runs as another user.
+
+    Not ``prometheus_client.write_to_textfile``: it creates the file with the process's
+    umask, and the unit runs with ``UMask=0077`` (a 0600 file node_exporter cannot read);
+    atomic_write also fsyncs before the rename.
+    """
     files.atomic_write(path, text.encode(), mode=0o644)
 
 
@@ -130,37 +169,19 @@ def parse_listen(listen: str) -> tuple[str, int]:
 
 
 class Exporter:
-    """Serve the latest rendered text on ``http://HOST:PORT/metrics`` (a daemon thread)."""
+    """Serve ``exposition`` on ``http://HOST:PORT/metrics`` with prometheus_client's server
+    (a daemon thread; like every client_python exporter it answers on any path, and in
+    OpenMetrics when the scraper's Accept header asks for it)."""
 
-    def __init__(self, listen: str) -> None:
+    def __init__(self, listen: str, exposition: Exposition) -> None:
         host, port = parse_listen(listen)
-        self.text = ""
-        exporter = self
-
-        class Handler(http.server.BaseHTTPRequestHandler):
-            def do_GET(self) -> None:
-                if self.path.split("?")[0] != "/metrics":
-                    self.send_error(404, "only /metrics here")
-                    return
-                body = exporter.text.encode()
-                self.send_response(200)
-                self.send_header("Content-Type", "text/plain; version=0.0.4; charset=utf-8")
-                self.send_header("Content-Length", str(len(body)))
-                self.end_headers()
-                self.wfile.write(body)
-
-            def log_message(self, format: str, *args: object) -> None:
-                return
-
         try:
-            self.server = http.server.ThreadingHTTPServer((host, port), Handler)
+            self.server, self.thread = start_http_server(port, addr=host,
+                                                         registry=exposition.registry)
         except OSError as exc:
             raise ConfigError(f"metrics.listen = {listen!r}: cannot listen: "
                               f"{exc.strerror or exc}") from exc
-        self.server.daemon_threads = True
-        self.thread = threading.Thread(target=self.server.serve_forever, name="metrics",
-                                       daemon=True)
-        self.thread.start()
+        self.thread.name = "metrics"
 
     @property
     def port(self) -> int:
@@ -169,3 +190,5 @@ class Exporter:
     def close(self) -> None:
         self.server.shutdown()
         self.server.server_close()
+        self.thread.join(timeout=5)
+

@@ -115,6 +115,7 @@ class Watcher:
         self.last_check = 0.0
         self.discovery: sources.Discovery | None = None
         self.signatures: dict[str, tuple[str, int, int]] = {}
+        self.exposition = metrics.Exposition()
         self.exporter: metrics.Exporter | None = None
         self.summary = "starting"
         self._renew_proc: subprocess.Popen[str] | None = None
@@ -162,10 +163,10 @@ class Watcher:
                     self.exporter.close()
                     self.exporter = None
                 try:
-                    self.exporter = metrics.Exporter(config.metrics.listen) \
+                    self.exporter = metrics.Exporter(config.metrics.listen, self.exposition) \
                         if config.metrics.listen else None
                 except ConfigError:
-                    self.exporter = metrics.Exporter(old.metrics.listen) \
+                    self.exporter = metrics.Exporter(old.metrics.listen, self.exposition) \
                         if old.metrics.listen else None
                     raise
             self.config, self.trust = config, trust
@@ -175,7 +176,7 @@ class Watcher:
 
     def _open_exporter(self) -> None:
         if self.config.metrics.listen:
-            self.exporter = metrics.Exporter(self.config.metrics.listen)
+            self.exporter = metrics.Exporter(self.config.metrics.listen, self.exposition)
             self.log.info("metrics", listen=self.config.metrics.listen, port=self.exporter.port)
 
     def _schedule_regular(self) -> None:
@@ -603,12 +604,10 @@ class Watcher:
     def _publish(self) -> None:
         now = self.clock()
         self.summary = status_line(self.state, self.last_check)
-        text = metrics.render(self.state, now, self.last_check)
-        if self.exporter:
-            self.exporter.text = text
+        self.exposition.update(metrics.families(self.state, now, self.last_check))
         if self.config.metrics.textfile:
             try:
-                metrics.write_textfile(self.config.metrics.textfile, text)
+                metrics.write_textfile(self.config.metrics.textfile, self.exposition.text())
             except OSError as exc:
                 self.log.error("metrics", textfile=str(self.config.metrics.textfile), error=str(exc))
         self._save()

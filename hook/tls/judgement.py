@@ -79,18 +79,29 @@ class Thresholds:
     45 days     11.25 days       4.5 days
     6 days      1.5 days         1 day (floor)
     ==========  ===============  ===============
+
+    ``warning_at_days`` / ``critical_at_days`` (``renew-check -w/-c DAYS``, as in
+    check_ssl_cert) replace the fraction and floor with a fixed number of days.
     """
 
     warning_fraction: float = 0.25
     critical_fraction: float = 0.10
     warning_days: float = 3.0
     critical_days: float = 1.0
+    warning_at_days: float | None = None
+    critical_at_days: float | None = None
 
     def limits(self, lifetime_days: float) -> tuple[float, float]:
         """(warning, critical) thresholds in days left for a certificate of this lifetime."""
         cap = lifetime_days * CERTBOT_RENEW_FRACTION / 2
         warn = max(self.warning_fraction * lifetime_days, min(self.warning_days, cap))
         crit = max(self.critical_fraction * lifetime_days, min(self.critical_days, cap))
+        if self.warning_at_days is not None:
+            warn = self.warning_at_days
+        if self.critical_at_days is not None:
+            crit = self.critical_at_days
+            if self.warning_at_days is None:
+                warn = max(warn, crit)  # a warning always comes before the critical
         return warn, min(crit, warn)
 
 
@@ -180,6 +191,7 @@ class Verdict:
     role: Role | None = None
     deep: DeepResult | None = None
     starttls_advertised: bool | None = None
+    not_before: dt.datetime | None = None
 
     @property
     def codes(self) -> tuple[Code, ...]:
@@ -234,7 +246,8 @@ def judge(result: ProbeResult, *, trust: Trust, now: dt.datetime | None = None,
     return Verdict(result.target, worst([p.status for p in problems]), tuple(problems), sha,
                    leaf.not_valid_after_utc,
                    lifetime_left(leaf.not_valid_before_utc, leaf.not_valid_after_utc, now),
-                   hs.protocol, hs.cipher, result.seconds, role, deep, hs.starttls_advertised)
+                   hs.protocol, hs.cipher, result.seconds, role, deep, hs.starttls_advertised,
+                   leaf.not_valid_before_utc)
 
 
 def _failure_fix(code: Code) -> str:

@@ -29,7 +29,6 @@ import time
 import warnings
 from collections import defaultdict
 from collections.abc import Callable, Iterable, Sequence
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from enum import StrEnum
 from typing import Any, TypeVar
@@ -278,6 +277,8 @@ def map_bounded(func: Callable[[_T], _R], items: Iterable[_T], *, host: Callable
 
     if len(todo) == 1:
         return [gated(todo[0])]
+    from concurrent.futures import ThreadPoolExecutor  # noqa: PLC0415 - one target needs none
+
     with ThreadPoolExecutor(max_workers=max(1, min(workers, len(todo))),
                             thread_name_prefix="probe") as pool:
         return list(pool.map(gated, todo))

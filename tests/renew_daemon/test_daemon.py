@@ -13,6 +13,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from prometheus_client.parser import text_string_to_metric_families
 
 from daemon.renew_check import cli as check
 from hook.certs.bundle import fingerprint, parse_chain
@@ -20,6 +21,15 @@ from tests.harness import badcerts as bc
 from tests.harness.daemon import NotifySocket, running_daemon
 from tests.harness.hookbed import log_line, run_hook, staged_bed
 from tests.harness.stack import VENV_BIN, Pebble, Stack, wait_until
+
+
+def sample(text: str, name: str, **labels: str) -> float | None:
+    """The value of one series in an exposition, read with prometheus_client's parser."""
+    for family in text_string_to_metric_families(text):
+        for s in family.samples:
+            if s.name == name and s.labels == labels:
+                return s.value
+    return None
 
 FAST: dict[str, object] = {"probe_interval": 30, "expiry_interval": 30, "watch_interval": 0.2,
         "settle_delay": 0.5, "jitter": 0.01}
@@ -137,9 +147,9 @@ def test_stale_cert_alert_mail_metrics_and_quiet_restart(stack: Stack, notify: N
             assert needle in text, text
         wait_until("stale in the metrics file",
                    lambda: 'code="stale"' in prom.read_text(), 10)
-        metrics = prom.read_text()
-        assert (f'postfix_certwatch_check_status{{check="probe",subject="127.0.0.1:{pf.smtp_port}'
-                f'/starttls",lineage="mail.example.test"}} 2') in metrics
+        assert sample(prom.read_text(), "postfix_certwatch_check_status", check="probe",
+                      subject=f"127.0.0.1:{pf.smtp_port}/starttls",
+                      lineage="mail.example.test") == 2
         assert d.stop() == 0
     assert len(d.named("alert")) == 1  # one mail for the three services
     with running_daemon(cfg, notify) as again:
@@ -191,9 +201,9 @@ def test_refused_renewal_is_one_deploy_check_not_stale(pebble: Pebble,
             d.signal(signal.SIGHUP)  # a probe cycle after the settle delay
             d.wait_event("check", lambda e: e["trigger"] == "reload", after=mark, timeout=10)
             alert = d.wait_event("alert", timeout=10)
-            wait_until("deploy_failed in the metrics file", lambda: prom.exists() and
-                       'postfix_certwatch_deploy_failed{lineage="mail.example.test"} 1'
-                       in prom.read_text(), 10)
+            wait_until("deploy_failed in the metrics file", lambda: prom.exists() and sample(
+                prom.read_text(), "postfix_certwatch_deploy_failed", lineage="mail.example.test")
+                == 1, 10)
             assert d.stop() == 0
         probes = [e for e in d.named("probe") if e["trigger"] in ("deploy_record", "reload")]
         assert len(probes) == 6
