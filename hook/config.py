@@ -19,6 +19,7 @@ from enum import StrEnum
 from pathlib import Path
 from typing import Any, get_type_hints
 
+from hook import files
 from hook.errors import ConfigError
 
 DEFAULT_PATH = Path("/etc/postfix-certwatch/config.toml")
@@ -227,7 +228,7 @@ def load(
     """Load the configuration (see the module docstring for the search order)."""
     path, required = resolve_path(explicit, os.environ if environ is None else environ)
     try:
-        raw = path.read_bytes()
+        raw = files.read_bounded(path, files.CONFIG_MAX)
     except FileNotFoundError as exc:
         if required:
             raise ConfigError(f"{path}: configuration file not found") from exc

@@ -148,6 +148,7 @@ def _probe(args: argparse.Namespace, cfg: Any) -> int:
     from pathlib import Path  # noqa: PLC0415
 
     from daemon.renew_check import render  # noqa: PLC0415
+    from hook import files  # noqa: PLC0415
     from hook.certs import bundle  # noqa: PLC0415
     from hook.certs.validate import load_trust  # noqa: PLC0415
     from hook.tls.judgement import judge, role_for, thresholds_of  # noqa: PLC0415
@@ -166,7 +167,7 @@ def _probe(args: argparse.Namespace, cfg: Any) -> int:
     if args.expect_cert:
         path = Path(args.expect_cert)
         try:
-            data = path.read_bytes()
+            data = files.read_bounded(path, files.PEM_MAX)
         except OSError as exc:
             from hook.errors import BundleError  # noqa: PLC0415
             raise BundleError(str(path), f"cannot read: {exc.strerror}") from exc

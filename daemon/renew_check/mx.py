@@ -29,6 +29,7 @@ from pathlib import Path
 
 from cryptography import x509
 
+from hook import files
 from hook.certs.validate import Trust, check_names, names_of
 from hook.config import Config
 from hook.dns.resolver import Answer, Resolver, Security
@@ -186,7 +187,7 @@ def _expand(entry: str, postfix: Postfix, notes: list[str], param: str) -> list[
 
 def _file_lines(path: Path, notes: list[str], param: str) -> list[str]:
     try:
-        text = path.read_text(errors="replace")
+        text = files.read_bounded(path, files.STATE_MAX).decode(errors="replace")
     except OSError as exc:
         notes.append(f"{param}: cannot read {path}: {exc.strerror}")
         return []

@@ -31,6 +31,7 @@ from hook.certs.validate import Trust, check_chain, load_trust, names_of
 from hook.config import Config, DaneMode
 from hook.dns import dane
 from hook.errors import BundleError, Error, PostfixError
+from hook.files import PEM_MAX, read_bounded
 from hook.pipeline.deploy import faces_port_25, postfix_for, required_names, tlsa_names, validate_lineage
 from hook.postfix import tls_files
 from hook.postfix.instance import Postfix, Service
@@ -355,8 +356,7 @@ class _NoAccess(BundleError):
 
 def _read(path: str) -> bytes:
     try:
-        with open(path, "rb") as fh:
-            return fh.read()
+        return read_bounded(path, PEM_MAX)
     except PermissionError as exc:
         raise _NoAccess(path, f"cannot read as uid {os.geteuid()}: {exc.strerror}") from exc
     except OSError as exc:

@@ -14,6 +14,7 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
+from hook import files
 from hook.certs import lineage
 from hook.certs.bundle import fingerprint, parse_chain
 from hook.config import Config
@@ -132,7 +133,7 @@ def deploy_records(state_dir: Path, seen: set[str] | frozenset[str] = frozenset(
         if name in seen:
             continue
         try:
-            data: dict[str, Any] = json.loads((folder / name).read_bytes())
+            data: dict[str, Any] = json.loads(files.read_bounded(folder / name, files.RECORD_MAX))
         except (OSError, ValueError):
             continue  # half-written by hand, or removed meanwhile: the hook writes atomically
         out.append(DeployRecord(
