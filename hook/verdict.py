@@ -33,6 +33,8 @@ def worst(statuses: list[Status] | tuple[Status, ...]) -> Status:
 
 class Code(StrEnum):
     # -- what a probe of a service can show -------------------------------------------
+    BAD_INPUT = "bad_input"
+    """The target as given cannot be probed (bad host, port, brackets): UNKNOWN."""
     UNREACHABLE = "unreachable"
     TIMEOUT = "timeout"
     BUSY = "busy"
@@ -40,6 +42,7 @@ class Code(StrEnum):
     STARTTLS_REFUSED = "starttls_refused"
     HANDSHAKE_FAILED = "handshake_failed"
     PROTOCOL_ERROR = "protocol_error"
+    WRONG_TLS_MODE = "wrong_tls_mode"
     UNTRUSTED = "untrusted"
     SELF_SIGNED = "self_signed"
     MISSING_INTERMEDIATE = "missing_intermediate"

@@ -42,9 +42,7 @@ from hook.tls.starttls import (
     ProbeResult,
     Target,
     map_bounded,
-    probe,
-    probe_deep,
-    worth_going_deep,
+    probe_bounded,
 )
 from hook.verdict import Code, Problem, Status, worst
 
@@ -316,10 +314,7 @@ def _check_services(tls: audit_mod.PostfixTLS, groups: dict[str, list[audit_mod.
             for target in targets_for(svc, tls, config.postfix.probe_host, myhostname)]
 
     def one(job: tuple[Service, Target]) -> tuple[ProbeResult, DeepResult | None]:
-        target = job[1]
-        res = probe(target, timeout=timeout)
-        go_deep = deep and worth_going_deep(res)
-        return res, (probe_deep(target, timeout=timeout) if go_deep else None)
+        return probe_bounded(job[1], timeout=timeout, deep=deep)
 
     results = map_bounded(one, jobs, host=lambda j: j[1].host, per_host=config.probe.per_host,
                           workers=config.probe.workers)
