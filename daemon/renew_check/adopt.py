@@ -114,16 +114,36 @@ def new_settings(effective: Mapping[str, str], ours: Callable[[str], bool],
     return {"smtpd_tls_chain_files": ", ".join(entries)}
 
 
-def adopt(config: Config, lineage: Lineage, *, split: bool | None = None) -> AdoptResult:
+def adopt(config: Config, lineage: Lineage, *, split: bool | None = None,
+          replace: bool = False) -> AdoptResult:
     """Validate, stage, point Postfix at the staged files, check, reload, prove; on any
-    failure put main.cf, master.cf and the staged files back and reload."""
+    failure put main.cf, master.cf and the staged files back and reload.
+
+    A lineage Postfix does not read is refused (saying what Postfix reads and the command
+    to switch), unless ``replace``: then main.cf's server certificate becomes this
+    lineage's bundle. Success means Postfix's configuration now names the staged files
+    and the proof saw the new leaf served on at least one TLS service."""
     with deploy.locked(config.deploy.state_dir):
-        return _adopt(config, lineage, split)
+        return _adopt(config, lineage, split, replace)
 
 
-def _adopt(config: Config, lineage: Lineage, split: bool | None) -> AdoptResult:
+def reads_today(params: Mapping[str, str]) -> str:
+    """What main.cf's server certificate parameters name, for a message."""
+    return "; ".join(f"{k} = {v}" for k, v in params.items() if v.strip()) or \
+        "no server certificate at all"
+
+
+def _adopt(config: Config, lineage: Lineage, split: bool | None,
+           replace: bool = False) -> AdoptResult:
     postfix = postfix_for(config)
     use = tls_files.usage(postfix, lineage, config.deploy.bundle_dir)
+    if use.mode is tls_files.Mode.UNUSED and not replace:
+        now = postfix.parameters(*tls_files.SERVER_FILE_PARAMS)
+        raise Error(f"refusing to adopt {lineage.live}: Postfix "
+                    f"({config.postfix.config_directory}) does not read this lineage, so "
+                    f"adopting it would change nothing; it reads {reads_today(now)}. To "
+                    f"make Postfix serve {lineage.name} instead: renew-check adopt "
+                    f"{lineage.live} --replace")
     checked = deploy.validate_lineage(config, lineage, use)
     if checked.problems or checked.bundle is None:
         raise BundleError(str(lineage.live), "refusing to adopt: " + "; ".join(checked.problems))
@@ -136,10 +156,15 @@ def _adopt(config: Config, lineage: Lineage, split: bool | None) -> AdoptResult:
     mode = perms.key_mode(gid)
     cfdir = config.postfix.config_directory
     params = postfix.parameters(*tls_files.SERVER_FILE_PARAMS)
-    ours = tls_files.belongs_to(lineage, config.deploy.bundle_dir)
+    belongs = tls_files.belongs_to(lineage, config.deploy.bundle_dir)
+
+    def ours(path: str) -> bool:  # with replace, main.cf's current certificate is "ours"
+        return replace or belongs(path)
+
     # main.cf only if main.cf names the lineage: a lineage used by one master.cf service
     # must not take over the global certificate of another lineage
-    in_main_cf = any(ref.split(" = ", 1)[0] in tls_files.SERVER_FILE_PARAMS for ref in use.references)
+    in_main_cf = replace or any(ref.split(" = ", 1)[0] in tls_files.SERVER_FILE_PARAMS
+                                for ref in use.references)
     main_settings = (new_settings(tls_files.effective_files(params, {}), ours, owned, split=split,
                                   where=str(cfdir / "main.cf")) if in_main_cf else {})
     svc_settings = {}
@@ -166,6 +191,9 @@ def _adopt(config: Config, lineage: Lineage, split: bool | None) -> AdoptResult:
         postfix.check()
         postfix.reload()
         after = tls_files.usage(postfix, lineage, config.deploy.bundle_dir)
+        if not after.services:
+            raise Error(f"after the change no TLS service of Postfix ({cfdir}) presents "
+                        f"{lineage.name}; nothing was adopted")
         proof = prove.served(after.services, new.leaf_sha256, config, leaf=new.leaf)
         if not proof.ok:
             raise PostfixError(f"proof failed: {proof.message}")

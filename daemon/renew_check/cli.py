@@ -113,6 +113,9 @@ def build_parser() -> argparse.ArgumentParser:
     _globals(ad, sub=True)
     ad.add_argument("lineage", nargs="?", help="lineage directory under live/")
     ad.add_argument("--undo", action="store_true", help="restore main.cf from before adopt")
+    ad.add_argument("--replace", action="store_true",
+                    help="the lineage is not the one Postfix reads: make main.cf's server "
+                    "certificate this lineage's bundle (instead of refusing)")
     return p
 
 
@@ -279,7 +282,8 @@ def _adopt(args: argparse.Namespace, cfg: Any) -> int:
     if not args.lineage:
         print("UNKNOWN: adopt needs a lineage directory (or --undo)", file=sys.stderr)
         return Nagios.UNKNOWN
-    res = adopt.adopt(cfg, lineage.resolve(args.lineage, cfg.certbot.config_dir))
+    res = adopt.adopt(cfg, lineage.resolve(args.lineage, cfg.certbot.config_dir),
+                      replace=args.replace)
     doc = {"status": "ok", "bundle": str(res.bundle), "backup": str(res.backup),
            "leaf_sha256": res.leaf_sha256, "services": list(res.services)}
     _print(args, doc, f"OK: Postfix now reads {res.bundle} (main.cf backup: {res.backup}); "

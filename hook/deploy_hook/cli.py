@@ -15,11 +15,14 @@ processes already load the refused files (act now).
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
 import sys
 import time
-from collections.abc import Mapping
+import traceback
+from collections.abc import Iterator, Mapping
 from enum import IntEnum
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 from hook import config as config_mod
@@ -77,9 +80,11 @@ def main(argv: list[str] | None = None, environ: Mapping[str, str] | None = None
                   alerts=_alert_internal(loaded, args, env, str(exc)))
         print(f"postfix-deploy-hook: {exc}", file=sys.stderr)
         return ExitCode.INTERNAL
-    except Exception as exc:
+    except Exception as exc:  # a bug: the traceback goes to stderr, never into the record
         alerts = _alert_internal(loaded, args, env, f"{type(exc).__name__}: {exc}")
-        log.exception("deploy", outcome="internal_error", alerts=alerts)
+        log.error("deploy", outcome="internal_error", error=f"{type(exc).__name__}: {exc}",
+                  alerts=alerts)
+        traceback.print_exc(file=sys.stderr)
         print(f"postfix-deploy-hook: internal error: {type(exc).__name__}: {exc}", file=sys.stderr)
         return ExitCode.INTERNAL
 
@@ -115,10 +120,17 @@ def _main(args: argparse.Namespace, env: Mapping[str, str], log: object,
     if args.dry_run:
         report = deploy.run(cfg, lin, dry_run=True)
     else:
-        with deploy.locked(cfg.deploy.state_dir):
+        with contextlib.ExitStack() as held:
+            with _state_dir_usable(cfg.deploy.state_dir):  # exit 2 before anything changes
+                held.enter_context(deploy.locked(cfg.deploy.state_dir))
             report = deploy.run(cfg, lin)
             if report.outcome is not deploy.Outcome.SKIPPED:
-                deploy.write_record(cfg.deploy.state_dir, report)
+                try:
+                    deploy.write_record(cfg.deploy.state_dir, report)
+                except OSError as exc:  # the outcome stands; say the record is missing
+                    report = _with_warning(report, f"{cfg.deploy.state_dir}: the deploy record "
+                                           f"could not be written: {exc.strerror or exc}")
+                    print(f"postfix-deploy-hook: {report.warnings[-1]}", file=sys.stderr)
     bad = report.outcome in (deploy.Outcome.REFUSED, deploy.Outcome.REFUSED_IN_PLACE,
                              deploy.Outcome.ROLLED_BACK, deploy.Outcome.ROLLBACK_FAILED)
     alerts: list[str] = []
@@ -164,6 +176,25 @@ def _main(args: argparse.Namespace, env: Mapping[str, str], log: object,
         deploy.Outcome.ROLLED_BACK: ExitCode.ROLLED_BACK,
         deploy.Outcome.ROLLBACK_FAILED: ExitCode.ROLLBACK_FAILED,
     }[report.outcome]
+
+
+@contextlib.contextmanager
+def _state_dir_usable(state_dir: Path) -> Iterator[None]:
+    """``deploy.state_dir`` a file, on a read-only mount, immutable, full: a configuration
+    or environment error (exit 2) naming the path and the cause, not an internal error."""
+    try:
+        yield
+    except OSError as exc:
+        where = exc.filename or state_dir
+        raise ConfigError(f"deploy.state_dir {state_dir}: cannot use {where}: "
+                          f"{exc.strerror or exc} (a directory the hook can write, for the "
+                          "lock and the deploy records)") from exc
+
+
+def _with_warning(report: Report, warning: str) -> Report:
+    import dataclasses  # noqa: PLC0415
+
+    return dataclasses.replace(report, warnings=(*report.warnings, warning))
 
 
 def publish_lines(report: Report) -> list[str]:
