@@ -67,6 +67,9 @@ class DeployConfig:
     """Refuse a certificate that does not cover Postfix's ``myhostname``."""
     group: str = ""
     """Empty: bundles and private keys are 0600 root. A group name: 0640 root:GROUP."""
+    hook_deadline: float = 240.0
+    """Seconds one hook run may take in all (lock wait included); then it rolls back what
+    it changed, alerts and exits 8, so that certbot (which waits for its hooks) goes on."""
 
 
 @dataclass(frozen=True)

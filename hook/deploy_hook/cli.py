@@ -9,7 +9,9 @@ or Postfix is stopped or fails ``postfix check``), 4 reload or proof failed and 
 previous certificate was restored, 5 the rollback failed too (act now), 6 nothing to do:
 the lineage is not used by Postfix (0 when run by certbot, which calls every deploy hook
 for every lineage), 7 refused, but Postfix reads certbot's files in place, so new smtpd
-processes already load the refused files (act now).
+processes already load the refused files (act now), 8 the run passed
+``deploy.hook_deadline`` (default 240 s): what it changed was rolled back (the message
+says whether that worked) and certbot can go on.
 """
 
 from __future__ import annotations
@@ -27,9 +29,11 @@ from typing import TYPE_CHECKING
 
 from hook import config as config_mod
 from hook import log as log_mod
+from hook.deadline import DeadlinePassed, Watch, deadline
 from hook.errors import ConfigError, Error, LineageError
 
 if TYPE_CHECKING:
+    from hook.certs.lineage import Lineage
     from hook.pipeline.deploy import Report
 
 
@@ -42,6 +46,7 @@ class ExitCode(IntEnum):
     ROLLBACK_FAILED = 5
     NOTHING_TO_DO = 6
     REFUSED_IN_PLACE = 7
+    DEADLINE = 8
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -52,7 +57,8 @@ def build_parser() -> argparse.ArgumentParser:
         epilog="Exit codes: 0 ok, 1 internal error (alert sent), 2 usage/config error, 3 refused "
                "(nothing changed, the old certificate is still served), 4 rolled back, 5 rollback "
                "failed (act now), 6 lineage not used by Postfix, 7 refused but Postfix reads the "
-               "refused files in place: new smtpd processes load them (act now).")
+               "refused files in place: new smtpd processes load them (act now), 8 stopped at "
+               "deploy.hook_deadline (changes rolled back).")
     p.add_argument("--config", help="TOML configuration (default: $POSTFIX_CERTWATCH_CONFIG "
                    f"or {config_mod.DEFAULT_PATH})")
     p.add_argument("--lineage", help="lineage directory (default: $RENEWED_LINEAGE)")
@@ -71,6 +77,11 @@ def main(argv: list[str] | None = None, environ: Mapping[str, str] | None = None
     loaded: list[config_mod.Config] = []
     try:
         return _main(args, env, log, loaded)
+    except DeadlinePassed as exc:  # before anything was written (else: a rolled-back report)
+        log.error("deploy", outcome="deadline", error=str(exc),
+                  alerts=_alert_internal(loaded, args, env, str(exc)))
+        print(f"postfix-deploy-hook: {exc}; nothing was changed", file=sys.stderr)
+        return ExitCode.DEADLINE
     except (ConfigError, LineageError) as exc:
         log.error("deploy", outcome="usage_error", error=str(exc))
         print(f"postfix-deploy-hook: {exc}", file=sys.stderr)
@@ -90,8 +101,8 @@ def main(argv: list[str] | None = None, environ: Mapping[str, str] | None = None
 
 
 ACTIONS = {
-    "refused": "nothing was changed; fix the lineage (see the message) and run "
-               "'postfix-deploy-hook --lineage {live}' again",
+    "refused": "nothing was changed; fix what the message names (the lineage, or Postfix) "
+               "and run 'postfix-deploy-hook --lineage {live}' again",
     "rolled_back": "the previous certificate was restored and is served; find out why the new "
                    "one was not (message above), then run 'postfix-deploy-hook --lineage {live}'",
     "refused_in_place": "ACT NOW: Postfix reads certbot's files in place, so every new smtpd "
@@ -107,7 +118,6 @@ ACTIONS = {
 def _main(args: argparse.Namespace, env: Mapping[str, str], log: object,
           loaded: list[config_mod.Config]) -> int:
     from hook.certs import lineage  # noqa: PLC0415 - keep --help fast
-    from hook.pipeline import deploy  # noqa: PLC0415 - keep --help fast
 
     cfg = config_mod.load(args.config, env)
     loaded.append(cfg)  # for the alert if anything below fails unexpectedly
@@ -116,14 +126,25 @@ def _main(args: argparse.Namespace, env: Mapping[str, str], log: object,
     if not path:
         raise LineageError("no lineage: set RENEWED_LINEAGE (certbot does) or pass --lineage")
     lin = lineage.resolve(path, cfg.certbot.config_dir)
+    with deadline(cfg.deploy.hook_deadline, exit_code=ExitCode.DEADLINE) as watch:
+        code = _run(args, cfg, lin, env, log, by_certbot, watch)
+        return ExitCode.DEADLINE if watch.passed else code
+
+
+def _run(args: argparse.Namespace, cfg: config_mod.Config, lin: Lineage, env: Mapping[str, str],
+         log: object, by_certbot: bool, watch: Watch) -> int:
+    from hook.pipeline import deploy  # noqa: PLC0415 - keep --help fast
+
     start = time.monotonic()
     if args.dry_run:
         report = deploy.run(cfg, lin, dry_run=True)
+        watch.settle()
     else:
         with contextlib.ExitStack() as held:
             with _state_dir_usable(cfg.deploy.state_dir):  # exit 2 before anything changes
                 held.enter_context(deploy.locked(cfg.deploy.state_dir))
             report = deploy.run(cfg, lin)
+            watch.settle()
             if report.outcome is not deploy.Outcome.SKIPPED:
                 try:
                     deploy.write_record(cfg.deploy.state_dir, report)
