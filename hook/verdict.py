@@ -61,6 +61,9 @@ class Code(StrEnum):
     KEY_MISMATCH = "key_mismatch"
     ENCRYPTED_KEY = "encrypted_key"
     KEY_CHANGED = "key_changed"
+    LINEAGE_INCONSISTENT = "lineage_inconsistent"
+    """cert/chain/fullchain/privkey.pem disagree or hold more than PEM blocks (not what
+    certbot writes)."""
     # -- what the DNS-aware checks can show (DANE, MX coverage, MTA-STS) --
     DANE_MISMATCH = "dane_mismatch"
     DANE_BOGUS = "dane_bogus"

@@ -49,7 +49,7 @@ from cryptography import x509
 
 from hook import files
 from hook.certs import bundle as bundle_mod
-from hook.certs import perms, trust, validate
+from hook.certs import consistency, perms, trust, validate
 from hook.certs.lineage import Lineage, previous_version, reuses_key
 from hook.config import Config, DaneMode
 from hook.errors import BundleError, ConfigError, Error, PostfixError
@@ -220,6 +220,10 @@ def validate_lineage(config: Config, lineage: Lineage, use: tls_files.Usage,
         code = Code.KEY_MISMATCH if "does not match" in exc.problem else Code.UNREADABLE
         return Validation(None, (str(exc), *problems), tuple(warnings), fixes,
                           findings=(Problem(code, Status.CRITICAL, str(exc)), *findings))
+    for odd in consistency.check(lineage):  # is it what certbot writes? (before any write)
+        problems.append(odd)
+        findings.append(Problem(Code.LINEAGE_INCONSISTENT, Status.CRITICAL, odd,
+                                consistency.FIX))
     trust_store = validate.load_trust(config.probe.cafile, system=config.trust.system_store)
     found = validate.check_chain(new.chain, trust=trust_store, now=now,
                                  names=required_names(config, use), where=str(lineage.fullchain))
