@@ -55,7 +55,7 @@ from hook.config import Config, DaneMode
 from hook.errors import BundleError, ConfigError, Error, PostfixError
 from hook.pipeline import prove
 from hook.postfix import tls_files
-from hook.postfix.instance import Postfix, run_on_pty
+from hook.postfix.instance import PREFLIGHT_DRY_RUN_NOTE, Postfix, postfix_at_fault, run_on_pty
 from hook.tls.starttls import probe
 from hook.verdict import Code, Problem, Status
 
@@ -444,14 +444,17 @@ def run(config: Config, lineage: Lineage, *, dry_run: bool = False,
 
     # Preflight: Postfix must be running and its configuration sound before we change anything.
     try:
-        for instance, _ in instances:
-            instance.check()
+        for instance, _ in instances:  # a dry run writes nothing: not even queue directories
+            instance.check_readonly() if dry_run else instance.check()
         clock.lap("check")
         for instance, used in instances:
             _require_running(instance.config_directory, used.queue_directory)
     except PostfixError as exc:
         return replace(base, timings=clock.total(),
-                       message=f"refused before any change: {exc}{_unchanged(use, config, lineage)}")
+                       message=f"refused before any change: {exc}"
+                               f"{postfix_at_fault(use.mode.value, lineage.live)}")
+    if dry_run:
+        base = replace(base, notes=(*base.notes, PREFLIGHT_DRY_RUN_NOTE))
     clock.lap("status")
 
     anchors = (trust.plan(config.trust, config.deploy.state_dir, lineage.name, new.chain)

@@ -207,6 +207,18 @@ class Postfix:
                                f"(exit {res.returncode})", res.output)
         return res
 
+    def check_readonly(self) -> CommandResult:
+        """What a dry run can check without writing: ``postconf -c DIR`` parses main.cf
+        and master.cf (``postfix check`` would also create missing queue directories).
+        Any ``warning:``/``fatal:`` it prints is a :class:`PostfixError`."""
+        res = run_on_pty(["postconf", "-c", str(self.config_directory)], self.command_timeout)
+        said = [ln for ln in res.output.splitlines() if "warning:" in ln or "fatal:" in ln]
+        if not res.ok or said:
+            raise PostfixError(f"'postconf -c {self.config_directory}' reports a problem with "
+                               f"the Postfix configuration (exit {res.returncode})",
+                               "\n".join(said) or res.output)
+        return res
+
     def reload(self) -> CommandResult:
         argv = list(self.reload_command) or ["postfix", "-c", str(self.config_directory), "reload"]
         res = run_on_pty(argv, self.command_timeout)
@@ -266,3 +278,17 @@ def split_service_name(name: str, default_host: str) -> tuple[str, int]:
     with contextlib.suppress(OSError):
         return host, socket.getservbyname(port_text, "tcp")
     raise PostfixError(f"master.cf service {name!r}: unknown port name {port_text!r}")
+
+
+PREFLIGHT_DRY_RUN_NOTE = ("the dry run parsed the Postfix configuration with 'postconf' but "
+                          "did not run 'postfix check' (it creates missing queue directories); "
+                          "the real run runs it before any change")
+
+
+def postfix_at_fault(mode: str, live: object) -> str:
+    """The end of a refusal caused by Postfix (not running, ``postfix check`` failing):
+    the lineage is fine, nothing was written; say which side to fix."""
+    where = ("; Postfix reads the lineage's files in place, so new smtpd processes may "
+             "already load them" if mode == "in_place" else "")
+    return (f"; the lineage is not at fault, Postfix is: nothing was written{where}. Fix "
+            f"Postfix, then run 'postfix-deploy-hook --lineage {live}'")
