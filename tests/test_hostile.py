@@ -511,6 +511,29 @@ def test_global_options_after_the_subcommand(hb: Bed) -> None:
     ran.line_with(str(other), "not a lineage directory")
 
 
+def test_renew_check_overall_deadline_names_what_did_not_finish(
+        hb: Bed, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
+    """A resolver that never answers (a silent UDP socket on loopback) would hold the DNS
+    checks for their timeouts: past the overall deadline renew-check says UNKNOWN and
+    which stage did not finish (shortened from 50 s to 2 s here)."""
+    from daemon.renew_check import cli as rc  # noqa: PLC0415
+
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as silent:
+        silent.bind((LO, 0))
+        cfg = hb.stack.write_config(hb.stack.base / "silent-dns.toml",
+                                    dns={"resolver": LO, "resolver_port": silent.getsockname()[1],
+                                         "timeout": 20, "dane": "refuse", "mta_sts": False},
+                                    probe={"cafile": str(hb.stack.base / "cafile.pem")})
+        monkeypatch.setattr(rc, "RUN_DEADLINE", 2.0)
+        start = time.monotonic()
+        code = rc.main(["--config", str(cfg), "--no-deep"])
+        took = time.monotonic() - start
+    out = capsys.readouterr().out
+    assert code == 3, out
+    assert "did not finish within 2 s" in out and "still checking 1 certificate(s)" in out, out
+    assert took < 4
+
+
 # ==================================================================== 6. adopt
 def test_adopt_of_a_lineage_postfix_does_not_read_refuses(hb: Bed) -> None:
     """adopt of another lineage (Postfix reads mail.example.test's bundle): refused

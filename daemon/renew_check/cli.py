@@ -172,10 +172,37 @@ def split_target(text: str) -> tuple[str, int]:
     return parse_target(text)
 
 
+RUN_DEADLINE = 50.0
+"""Seconds a whole ``renew-check`` may take: under the 60 s Nagios kills a check at."""
+
+
 def _check(args: argparse.Namespace, cfg: Any) -> int:
+    import threading  # noqa: PLC0415
+
     from daemon.renew_check import render, survey  # noqa: PLC0415
 
-    result = survey.survey(cfg, lineages=args.lineage, deep=args.deep, dns=args.dns)
+    stages: list[str] = []
+    box: list[survey.Survey | BaseException] = []
+
+    def work() -> None:
+        try:
+            box.append(survey.survey(cfg, lineages=args.lineage, deep=args.deep, dns=args.dns,
+                                     progress=stages.append))
+        except BaseException as exc:  # re-raised below, in the main thread
+            box.append(exc)
+
+    worker = threading.Thread(target=work, name="survey", daemon=True)
+    worker.start()
+    worker.join(RUN_DEADLINE)
+    if not box:
+        done = ", ".join(stages[:-1]) or "nothing"
+        _unknown(args, f"renew-check did not finish within {RUN_DEADLINE:g} s (its overall "
+                 f"deadline, under Nagios' 60 s): still {stages[-1] if stages else 'starting'}; "
+                 f"finished: {done}. Try --no-deep or --no-dns, or lower probe.timeout")
+        return 3
+    result = box[0]
+    if isinstance(result, BaseException):
+        raise result
     _print(args, render.survey_json(result),
            render.survey_text(result, tty=_tty(), thresholds=survey.thresholds_of(cfg)))
     return result.status.exit_code

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import datetime as dt
 import os
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
 
@@ -118,11 +118,16 @@ def dns_enabled(config: Config) -> bool:
 
 
 def survey(config: Config, *, lineages: Sequence[str] = (), deep: bool | None = None,
-           now: dt.datetime | None = None, dns: bool = True) -> Survey:
+           now: dt.datetime | None = None, dns: bool = True,
+           progress: Callable[[str], None] | None = None) -> Survey:
     """Check everything; never raises for Postfix, files or the network (UNKNOWN instead).
 
-    ``dns``: False skips the DNS checks (``renew-check --no-dns``)."""
+    ``dns``: False skips the DNS checks (``renew-check --no-dns``). ``progress`` is told
+    the name of each stage as it starts (renew-check's overall deadline says which did
+    not finish)."""
+    stage = progress or (lambda _name: None)
     now = now or dt.datetime.now(dt.UTC)
+    stage("reading the Postfix configuration")
     postfix = postfix_for(config)
     where = str(config.postfix.config_directory)
     try:
@@ -145,15 +150,18 @@ def survey(config: Config, *, lineages: Sequence[str] = (), deep: bool | None = 
                               f"{', '.join(sorted(wanted))}")
             return Survey(Status.UNKNOWN, now, where, (), (), (problem,))
     myhostname = tls.params.get("myhostname", "")
+    stage(f"checking {len(groups)} certificate(s)" + (" and their DNS records" if dns else ""))
     uses = {name: _usage(name, fs, config, postfix, myhostname) for name, fs in groups.items()}
     certs = tuple(_check_cert(name, fs, config, trust, now, uses[name], postfix,
                               dns and dns_enabled(config))
                   for name, fs in sorted(groups.items()))
+    stage("probing the TLS services")
     services = _check_services(tls, groups, config, trust, now, myhostname,
                                config.probe.deep if deep is None else deep,
                                {n: required_names(config, u) for n, u in uses.items()})
     roots = [config.certbot.config_dir / "live", config.certbot.config_dir / "archive",
              config.deploy.bundle_dir]
+    stage("auditing the Postfix TLS configuration")
     findings = tuple(audit_mod.audit(tls, files, lineage_roots=roots,
                                      renewal_conf=lambda p: _renewal_conf(p, config),
                                      certbot_dir=config.certbot.config_dir))
