@@ -11,6 +11,7 @@ its own: entry points call :func:`load` once and pass the object down.
 from __future__ import annotations
 
 import dataclasses
+import math
 import os
 import tomllib
 from collections.abc import Mapping
@@ -19,6 +20,7 @@ from enum import StrEnum
 from pathlib import Path
 from typing import Any, get_type_hints
 
+from hook import files
 from hook.errors import ConfigError
 
 DEFAULT_PATH = Path("/etc/postfix-certwatch/config.toml")
@@ -65,6 +67,9 @@ class DeployConfig:
     """Refuse a certificate that does not cover Postfix's ``myhostname``."""
     group: str = ""
     """Empty: bundles and private keys are 0600 root. A group name: 0640 root:GROUP."""
+    hook_deadline: float = 240.0
+    """Seconds one hook run may take in all (lock wait included); then it rolls back what
+    it changed, alerts and exits 8, so that certbot (which waits for its hooks) goes on."""
 
 
 @dataclass(frozen=True)
@@ -227,7 +232,7 @@ def load(
     """Load the configuration (see the module docstring for the search order)."""
     path, required = resolve_path(explicit, os.environ if environ is None else environ)
     try:
-        raw = path.read_bytes()
+        raw = files.read_bounded(path, files.CONFIG_MAX)
     except FileNotFoundError as exc:
         if required:
             raise ConfigError(f"{path}: configuration file not found") from exc
@@ -260,8 +265,14 @@ def parse(raw: bytes, path: Path) -> Config:
 ZERO_ALLOWED = frozenset({"daemon.jitter", "daemon.renew_random_delay", "probe.warning_days",
                           "probe.critical_days"})
 """Numbers for which 0 is meaningful ("no jitter", "no absolute floor"); others must be > 0."""
-MAXIMUM = {"deploy.proof_timeout": 300.0, "postfix.command_timeout": 300.0}
-"""Upper bounds: a proof longer than this holds the deploy lock for too long."""
+MAXIMUM = {"deploy.proof_timeout": 300.0, "postfix.command_timeout": 300.0,
+           "probe.timeout": 300.0, "dns.timeout": 60.0, "deploy.hook_deadline": 3600.0}
+"""Upper bounds: a proof longer than this holds the deploy lock for too long; a probe or
+DNS timeout longer than this outlives any monitoring check."""
+
+
+HOSTS = frozenset({"postfix.probe_host", "dns.resolver"})
+"""Keys holding an address or host name: checked like a command-line host."""
 
 
 def _build_section(cls: type[Any], table: dict[str, Any], path: Path, section: str) -> Any:
@@ -279,6 +290,13 @@ def _build_section(cls: type[Any], table: dict[str, Any], path: Path, section: s
                               f"got {value!r}")
         if dotted in MAXIMUM and kwargs[key] > MAXIMUM[dotted]:
             raise ConfigError(f"{where}: at most {MAXIMUM[dotted]:g}, got {value!r}")
+        if dotted in HOSTS and kwargs[key]:
+            from hook.tls.endpoint import check_host  # noqa: PLC0415
+
+            try:
+                check_host(kwargs[key])
+            except ConfigError as exc:
+                raise ConfigError(f"{where}: {exc}") from None
     built = cls(**kwargs)
     for low, high in (("critical_fraction", "warning_fraction"), ("critical_days", "warning_days")):
         if low in table or high in table:
@@ -303,10 +321,10 @@ def _coerce(hint: Any, value: Any, where: str, *, zero_ok: bool = False) -> Any:
             raise ConfigError(f"{where}: expected a string, got {value!r}")
         return value
     if hint is float:
-        if (isinstance(value, bool) or not isinstance(value, int | float) or value < 0
-                or (value == 0 and not zero_ok)):
+        if (isinstance(value, bool) or not isinstance(value, int | float)
+                or not math.isfinite(value) or value < 0 or (value == 0 and not zero_ok)):
             wanted = "a number, 0 or more" if zero_ok else "a positive number"
-            raise ConfigError(f"{where}: expected {wanted}, got {value!r}")
+            raise ConfigError(f"{where}: expected {wanted} (finite), got {value!r}")
         return float(value)
     if hint is int:
         if isinstance(value, bool) or not isinstance(value, int) or value <= 0:

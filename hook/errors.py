@@ -12,13 +12,18 @@
     │   ├── PostfixError       a postfix/postconf command failed (carries its output)
     │   ├── LineageError       RENEWED_LINEAGE / --lineage is not a usable lineage
     │   ├── DeployError        [hook.pipeline.lock] the pipeline could not run at all (lock held)
+    │   ├── DeadlinePassed     [hook.deadline] the hook ran past deploy.hook_deadline
     │   └── MtaStsError        [daemon.renew_check.mtasts] an MTA-STS policy could not be fetched/parsed
     ├── SMTPProtocolError      [hook.tls.smtp] the peer broke SMTP (garbage, oversized reply, early close)
     ├── DeadlineExceeded       [hook.tls.smtp] the probe's overall deadline passed
     └── _Fail                  [hook.tls.starttls] a probe step failed; becomes a Failure in the result
+    OSError
+    └── UnsafeFile             [hook.files] a path to read is no regular file of a sane size
 
-Only the ``Error`` branch leaves a module: the SMTP client's two errors and ``_Fail``
-are caught inside the probe, which returns a failed probe as a result, never raises.
+``UnsafeFile`` is an ``OSError`` so that every ``except OSError`` at an I/O edge
+reports it with the path. Otherwise only the ``Error`` branch leaves a module: the SMTP
+client's two errors and ``_Fail`` are caught inside the probe, which returns a failed
+probe as a result, never raises.
 
 Foreign exceptions (``OSError``, ``ssl.SSLError``, ``ValueError`` from cryptography)
 are translated at the I/O edge with ``raise ... from exc``.

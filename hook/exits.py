@@ -39,6 +39,8 @@ class DeployHookExit(DocumentedExit):
     REFUSED_IN_PLACE = 7, ("refused, but Postfix reads certbot's live/ files in place, so new "
                            "smtpd processes already load the refused files: act now, then "
                            "'renew-check adopt'")
+    DEADLINE = 8, ("the run passed deploy.hook_deadline: what it changed was rolled back "
+                   "(the message says whether that worked) and certbot can go on")
 
 
 class RenewCheckExit(DocumentedExit):

@@ -19,13 +19,93 @@ handshakes, catches a pair left mixed. One ``smtpd_tls_chain_files`` bundle (Pos
 from __future__ import annotations
 
 import contextlib
+import errno
 import os
+import stat
 import tempfile
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
 PREV_SUFFIX = ".prev"
+
+# Size caps for :func:`read_bounded`, per kind of file. None of these is ever megabytes
+# when it is what it claims to be; a bigger one is a mistake or an attack.
+PEM_MAX = 256 * 1024
+"""A lineage file (cert, chain, fullchain, privkey), a certificate given with --expect-cert."""
+CONFIG_MAX = 1024 * 1024
+"""Our TOML configuration, certbot's renewal/NAME.conf."""
+CAFILE_MAX = 16 * 1024 * 1024
+"""A CA bundle (the system one is about 200 KiB)."""
+RECORD_MAX = 1024 * 1024
+"""One deploy record, the DANE history, the trust-anchor manifest."""
+STATE_MAX = 16 * 1024 * 1024
+"""The daemon's state, an SNI map source, a Postfix lookup table we read as text."""
+
+_KINDS = ((stat.S_ISFIFO, "a named pipe (FIFO)"), (stat.S_ISCHR, "a character device"),
+          (stat.S_ISBLK, "a block device"), (stat.S_ISSOCK, "a socket"),
+          (stat.S_ISDIR, "a directory"), (stat.S_ISLNK, "a symbolic link"))
+
+
+class UnsafeFile(OSError):
+    """A path we were asked to read is not a regular file of a sane size. An ``OSError``
+    (so every existing ``except OSError`` edge reports it) whose ``strerror`` says what
+    the path is: "is a named pipe (FIFO), not a regular file"."""
+
+    def __init__(self, path: os.PathLike[str] | str, problem: str, code: int = errno.EINVAL) -> None:
+        super().__init__(code, problem, str(path))
+
+
+def describe_mode(mode: int) -> str:
+    """``a named pipe (FIFO)``, ``a directory``, ... for a non-regular ``st_mode``."""
+    return next((what for test, what in _KINDS if test(mode)), "not a regular file")
+
+
+def read_bounded(path: os.PathLike[str] | str, cap: int, *, follow: bool = True) -> bytes:
+    r"""Read a regular file of at most ``cap`` bytes, without ever blocking or growing.
+
+    Opened with ``O_NONBLOCK`` (a FIFO opens at once instead of waiting for a writer) and,
+    unless ``follow``, ``O_NOFOLLOW``; ``fstat`` must show a regular file; at most
+    ``cap + 1`` bytes are read. A FIFO, device, socket, directory, symlink (``follow=False``)
+    or a file over ``cap`` raises :class:`UnsafeFile`; other ``OSError``\ s pass through
+    (``FileNotFoundError`` stays what it is)."""
+    flags = os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC | (0 if follow else os.O_NOFOLLOW)
+    try:
+        fd = os.open(path, flags)
+    except OSError as exc:
+        if exc.errno == errno.ELOOP and not follow:
+            raise UnsafeFile(path, "is a symbolic link; refusing to follow it") from exc
+        if exc.errno == errno.ENXIO:  # open(2) of a socket
+            raise UnsafeFile(path, "is a socket, not a regular file") from exc
+        raise
+    try:
+        st = os.fstat(fd)
+        if not stat.S_ISREG(st.st_mode):
+            raise UnsafeFile(path, f"is {describe_mode(st.st_mode)}, not a regular file")
+        if st.st_size > cap:
+            raise UnsafeFile(path, f"is {st.st_size} bytes, more than the {_size(cap)} such a "
+                             "file can sensibly be", errno.EFBIG)
+        chunks: list[bytes] = []
+        total = 0
+        while total <= cap:
+            try:
+                chunk = os.read(fd, min(65536, cap + 1 - total))
+            except BlockingIOError:  # pragma: no cover - regular files never block
+                continue
+            if not chunk:
+                break
+            chunks.append(chunk)
+            total += len(chunk)
+        if total > cap:  # grew while we read it
+            raise UnsafeFile(path, f"is more than the {_size(cap)} such a file can sensibly be",
+                             errno.EFBIG)
+        return b"".join(chunks)
+    finally:
+        os.close(fd)
+
+
+def _size(n: int) -> str:
+    return f"{n // (1024 * 1024)} MiB" if n >= 1024 * 1024 else f"{n // 1024} KiB"
 
 
 def ensure_private_dir(path: Path, mode: int = 0o700) -> None:

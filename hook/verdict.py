@@ -36,6 +36,8 @@ def worst(statuses: list[Status] | tuple[Status, ...]) -> Status:
 
 class Code(StrEnum):
     # -- what a probe of a service can show -------------------------------------------
+    BAD_INPUT = "bad_input"
+    """The target as given cannot be probed (bad host, port, brackets): UNKNOWN."""
     UNREACHABLE = "unreachable"
     TIMEOUT = "timeout"
     BUSY = "busy"
@@ -43,6 +45,7 @@ class Code(StrEnum):
     STARTTLS_REFUSED = "starttls_refused"
     HANDSHAKE_FAILED = "handshake_failed"
     PROTOCOL_ERROR = "protocol_error"
+    WRONG_TLS_MODE = "wrong_tls_mode"
     UNTRUSTED = "untrusted"
     SELF_SIGNED = "self_signed"
     MISSING_INTERMEDIATE = "missing_intermediate"
@@ -61,6 +64,9 @@ class Code(StrEnum):
     KEY_MISMATCH = "key_mismatch"
     ENCRYPTED_KEY = "encrypted_key"
     KEY_CHANGED = "key_changed"
+    LINEAGE_INCONSISTENT = "lineage_inconsistent"
+    """cert/chain/fullchain/privkey.pem disagree or hold more than PEM blocks (not what
+    certbot writes)."""
     # -- what the DNS-aware checks can show (DANE, MX coverage, MTA-STS) --
     DANE_MISMATCH = "dane_mismatch"
     DANE_BOGUS = "dane_bogus"

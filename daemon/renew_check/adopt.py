@@ -31,7 +31,9 @@ from hook.pipeline import group_id, locked, served, validate_lineage
 from hook.postfix import (
     SERVER_FILE_PARAMS,
     Kind,
+    Mode,
     Postfix,
+    Usage,
     belongs_to,
     effective_files,
     files_of,
@@ -122,16 +124,69 @@ def new_settings(effective: Mapping[str, str], ours: Callable[[str], bool],
     return {"smtpd_tls_chain_files": ", ".join(entries)}
 
 
-def adopt(config: Config, lineage: Lineage, *, split: bool | None = None) -> AdoptResult:
+def adopt(config: Config, lineage: Lineage, *, split: bool | None = None,
+          replace: bool = False) -> AdoptResult:
     """Validate, stage, point Postfix at the staged files, check, reload, prove; on any
-    failure put main.cf, master.cf and the staged files back and reload."""
+    failure put main.cf, master.cf and the staged files back and reload.
+
+    A lineage Postfix does not read is refused (saying what Postfix reads and the command
+    to switch), unless ``replace``: then main.cf's server certificate becomes this
+    lineage's bundle. Success means Postfix's configuration now names the staged files
+    and the proof saw the new leaf served on at least one TLS service."""
     with locked(config.deploy.state_dir):
-        return _adopt(config, lineage, split)
+        return _adopt(config, lineage, split, replace)
 
 
-def _adopt(config: Config, lineage: Lineage, split: bool | None) -> AdoptResult:
+def reads_today(params: Mapping[str, str]) -> str:
+    """What main.cf's server certificate parameters name, for a message."""
+    return "; ".join(f"{k} = {v}" for k, v in params.items() if v.strip()) or \
+        "no server certificate at all"
+
+
+def _refuse_unused(config: Config, postfix: Postfix, lineage: Lineage) -> Error:
+    """Adopting a lineage Postfix does not read would change nothing: say what it reads."""
+    now = postfix.parameters(*SERVER_FILE_PARAMS)
+    return Error(f"refusing to adopt {lineage.live}: Postfix "
+                 f"({config.postfix.config_directory}) does not read this lineage, so "
+                 f"adopting it would change nothing; it reads {reads_today(now)}. To "
+                 f"make Postfix serve {lineage.name} instead: renew-check adopt "
+                 f"{lineage.live} --replace")
+
+
+def _new_settings(config: Config, postfix: Postfix, lineage: Lineage, use: Usage,
+                  owned: Mapping[Kind, Path], *, split: bool, replace: bool,
+                  ) -> tuple[dict[str, str], dict[str, dict[str, str]]]:
+    """What main.cf and each master.cf service of the lineage will name: (main.cf
+    parameters, {service: its -o parameters})."""
+    cfdir = config.postfix.config_directory
+    params = postfix.parameters(*SERVER_FILE_PARAMS)
+    belongs = belongs_to(lineage, config.deploy.bundle_dir)
+
+    def ours(path: str) -> bool:  # with replace, main.cf's current certificate is "ours"
+        return replace or belongs(path)
+
+    # main.cf only if main.cf names the lineage: a lineage used by one master.cf service
+    # must not take over the global certificate of another lineage
+    in_main_cf = replace or any(ref.split(" = ", 1)[0] in SERVER_FILE_PARAMS
+                                for ref in use.references)
+    main_settings = (new_settings(effective_files(params, {}), ours, owned, split=split,
+                                  where=str(cfdir / "main.cf")) if in_main_cf else {})
+    svc_settings = {}
+    for svc in use.services:  # per-service certificates (master.cf -o) of this lineage
+        own = own_files(svc)
+        if own:
+            svc_settings[svc.name] = new_settings(
+                effective_files(params, own), ours, owned, split=split,
+                where=f"{cfdir / 'master.cf'} {svc.name}")
+    return main_settings, svc_settings
+
+
+def _adopt(config: Config, lineage: Lineage, split: bool | None,
+           replace: bool = False) -> AdoptResult:
     postfix = postfix_for(config)
     use = usage(postfix, lineage, config.deploy.bundle_dir)
+    if use.mode is Mode.UNUSED and not replace:
+        raise _refuse_unused(config, postfix, lineage)
     checked = validate_lineage(config, lineage, use)
     if checked.problems or checked.bundle is None:
         raise BundleError(str(lineage.live),
@@ -144,20 +199,8 @@ def _adopt(config: Config, lineage: Lineage, split: bool | None) -> AdoptResult:
     gid = group_id(config)
     mode = key_mode(gid)
     cfdir = config.postfix.config_directory
-    params = postfix.parameters(*SERVER_FILE_PARAMS)
-    ours = belongs_to(lineage, config.deploy.bundle_dir)
-    # main.cf only if main.cf names the lineage: a lineage used by one master.cf service
-    # must not take over the global certificate of another lineage
-    in_main_cf = any(ref.split(" = ", 1)[0] in SERVER_FILE_PARAMS for ref in use.references)
-    main_settings = (new_settings(effective_files(params, {}), ours, owned, split=split,
-                                  where=str(cfdir / "main.cf")) if in_main_cf else {})
-    svc_settings = {}
-    for svc in use.services:  # per-service certificates (master.cf -o) of this lineage
-        own = own_files(svc)
-        if own:
-            svc_settings[svc.name] = new_settings(
-                effective_files(params, own), ours, owned, split=split,
-                where=f"{cfdir / 'master.cf'} {svc.name}")
+    main_settings, svc_settings = _new_settings(config, postfix, lineage, use, owned,
+                                                split=split, replace=replace)
     stamp = time.strftime("%Y%m%dT%H%M%S") + f".{time.time_ns() % 1_000_000_000:09d}"
     main_backup = _backup(cfdir / "main.cf", stamp)
     if main_backup is None:
@@ -175,6 +218,9 @@ def _adopt(config: Config, lineage: Lineage, split: bool | None) -> AdoptResult:
         postfix.check()
         postfix.reload()
         after = usage(postfix, lineage, config.deploy.bundle_dir)
+        if not after.services:
+            raise Error(f"after the change no TLS service of Postfix ({cfdir}) presents "
+                        f"{lineage.name}; nothing was adopted")
         proof = served(after.services, new.leaf_sha256, config, leaf=new.leaf)
         if not proof.ok:
             raise PostfixError(f"proof failed: {proof.message}")

@@ -28,6 +28,7 @@ from pathlib import Path
 from cryptography import x509
 from cryptography.x509.oid import ExtendedKeyUsageOID
 
+from hook import files
 from hook.certs import parse_reuse_key
 from hook.postfix import (
     DB_SUFFIX,
@@ -437,7 +438,6 @@ def _client_cert_warning(f: CertFile, renewal_conf: Callable[[str], Path | None]
 
 def _read(path: str) -> bytes | None:
     try:
-        with open(path, "rb") as fh:
-            return fh.read(1 << 20)
+        return files.read_bounded(path, files.PEM_MAX)
     except OSError:
         return None

@@ -22,7 +22,7 @@ import sys
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
-from daemon.renew_check.nagios import PluginArgumentParser, seconds, threshold
+from daemon.renew_check.nagios import PluginArgumentParser, threshold
 from hook.exits import RenewCheckExit
 
 if TYPE_CHECKING:
@@ -41,6 +41,53 @@ def _add_thresholds(p: argparse.ArgumentParser, default: Any) -> None:
                    help="critical with fewer days left (or share of the lifetime, 10%%)")
 
 
+def _checked(check: Any) -> Any:
+    """An argparse ``type=`` from one of :mod:`hook.tls.endpoint`'s checks: a refusal is a
+    usage error naming the option and the value, never a traceback."""
+    def convert(text: str) -> Any:
+        from hook.errors import ConfigError  # noqa: PLC0415
+
+        try:
+            return check(text)
+        except (ConfigError, ValueError) as exc:
+            raise argparse.ArgumentTypeError(str(exc)) from None
+    convert.__name__ = getattr(check, "__name__", "value")
+    return convert
+
+
+def _timeout(text: str) -> float:
+    from hook.tls import check_timeout  # noqa: PLC0415
+
+    try:
+        value = float(text)
+    except ValueError:
+        raise ValueError(f"{text!r} is not a number of seconds") from None
+    return check_timeout(value, "--timeout")
+
+
+def _servername(text: str) -> str:
+    from hook.tls import check_servername  # noqa: PLC0415
+
+    return check_servername(text)
+
+
+def _globals(p: argparse.ArgumentParser, *, sub: bool) -> None:
+    """The options that apply to every command; a subcommand accepts them too (after its
+    name), without overriding what was given before it (``default=SUPPRESS``)."""
+    quiet: dict[str, Any] = {"default": argparse.SUPPRESS} if sub else {}
+    p.add_argument("--config", help="TOML configuration file", **quiet)
+    p.add_argument("--json", action="store_true", help="one JSON document on stdout", **quiet)
+    if not sub:
+        p.add_argument("--dry-run", action="store_true",
+                       help="run the whole deploy pipeline for each lineage, changing nothing")
+        p.add_argument("--lineage", action="append", default=[],
+                       help="only this lineage directory (repeatable)")
+        p.add_argument("--no-deep", dest="deep", action="store_false", default=None,
+                       help="skip the extra handshakes (anonymous cipher, TLS 1.0/1.1)")
+        p.add_argument("--no-dns", dest="dns", action="store_false",
+                       help="skip the DNS checks (DANE TLSA, MX coverage, MTA-STS)")
+
+
 def build_parser() -> argparse.ArgumentParser:
     overview = __doc__.split("\n\n", 1)[1].replace("``", "").replace("::", ":")
     p = PluginArgumentParser(
@@ -49,30 +96,24 @@ def build_parser() -> argparse.ArgumentParser:
         epilog=f"{overview}\nExit codes (Nagios): "
                + ", ".join(f"{c.value} {c.name}" for c in RenewCheckExit)
                + " (3 also for every usage or configuration error).")
-    p.add_argument("--config", help="TOML configuration file")
-    p.add_argument("--json", action="store_true", help="one JSON document on stdout")
-    p.add_argument("--dry-run", action="store_true",
-                   help="run the whole deploy pipeline for each lineage, changing nothing")
-    p.add_argument("--lineage", action="append", default=[],
-                   help="only this lineage directory (repeatable)")
-    p.add_argument("--no-deep", dest="deep", action="store_false", default=None,
-                   help="skip the extra handshakes (anonymous cipher, TLS 1.0/1.1)")
-    p.add_argument("--no-dns", dest="dns", action="store_false",
-                   help="skip the DNS checks (DANE TLSA, MX coverage, MTA-STS)")
+    _globals(p, sub=False)
     _add_thresholds(p, None)
     sub = p.add_subparsers(dest="command")
     pr = sub.add_parser("probe", help="probe SMTP endpoints",
                         description="Probe SMTP endpoints (STARTTLS, or implicit TLS on 465).")
+    _globals(pr, sub=True)
     pr.add_argument("targets", nargs="+", metavar="TARGET", help="HOST:PORT, [IPv6]:PORT or HOST")
     mode = pr.add_mutually_exclusive_group()
     mode.add_argument("--starttls", action="store_true", help="SMTP + STARTTLS (default)")
     mode.add_argument("--implicit", action="store_true",
                       help="TLS from the first byte (default for port 465)")
-    pr.add_argument("--servername", help="SNI name to send and the name the certificate must cover")
+    pr.add_argument("--servername", type=_checked(_servername),
+                    help="SNI name to send and the name the certificate must cover")
     pr.add_argument("--cafile", help="trust anchors (PEM) in addition to the system store")
     pr.add_argument("--expect-cert", metavar="PATH",
                     help="PEM certificate (or full chain) the server must serve: else 'stale'")
-    pr.add_argument("--timeout", type=seconds, default=None, help="seconds per connection")
+    pr.add_argument("--timeout", type=_checked(_timeout), default=None,
+                    help="seconds per target, deep checks included (above 0, at most 300)")
     depth = pr.add_mutually_exclusive_group()
     depth.add_argument("--deep", dest="probe_deep", action="store_true",
                        help="also try an anonymous cipher and TLS 1.0/1.1 (3 extra handshakes; "
@@ -81,8 +122,12 @@ def build_parser() -> argparse.ArgumentParser:
                        help="one handshake per target only")
     _add_thresholds(pr, argparse.SUPPRESS)  # given after "probe": same meaning
     ad = sub.add_parser("adopt", help="switch Postfix to a bundle owned by the deploy hook")
+    _globals(ad, sub=True)
     ad.add_argument("lineage", nargs="?", help="lineage directory under live/")
     ad.add_argument("--undo", action="store_true", help="restore main.cf from before adopt")
+    ad.add_argument("--replace", action="store_true",
+                    help="the lineage is not the one Postfix reads: make main.cf's server "
+                    "certificate this lineage's bundle (instead of refusing)")
     return p
 
 
@@ -140,19 +185,15 @@ def _tty() -> bool:
 
 
 def split_target(text: str) -> tuple[str, int]:
-    """``host:port``, ``[v6]:port``, ``host`` (25) or a bare IPv6 address (25)."""
-    from hook.errors import ConfigError  # noqa: PLC0415
+    """``host:port``, ``[v6]:port``, ``host`` (25) or a bare IPv6 address (25); see
+    :func:`hook.tls.endpoint.parse_target` for what is refused."""
+    from hook.tls import parse_target  # noqa: PLC0415
 
-    if text.startswith("["):
-        host, _, rest = text[1:].partition("]")
-        port = rest[1:] if rest.startswith(":") else "25" if not rest else ""
-    elif text.count(":") == 1:
-        host, _, port = text.partition(":")
-    else:
-        host, port = text, "25"
-    if not host or not port.isdigit() or not 0 < int(port) < 65536:
-        raise ConfigError(f"target {text!r}: expected HOST:PORT (IPv6 as [::1]:25)")
-    return host, int(port)
+    return parse_target(text)
+
+
+RUN_DEADLINE = 50.0
+"""Seconds a whole ``renew-check`` may take: under the 60 s Nagios kills a check at."""
 
 
 def thresholds_for(args: argparse.Namespace, cfg: Config) -> Thresholds:
@@ -180,11 +221,33 @@ def thresholds_for(args: argparse.Namespace, cfg: Config) -> Thresholds:
 
 
 def _check(args: argparse.Namespace, cfg: Any) -> int:
+    import threading  # noqa: PLC0415
+
     from daemon.renew_check import render, survey  # noqa: PLC0415
 
     limits = thresholds_for(args, cfg)
-    result = survey.survey(cfg, lineages=args.lineage, deep=args.deep, dns=args.dns,
-                           thresholds=limits)
+    stages: list[str] = []
+    box: list[survey.Survey | BaseException] = []
+
+    def work() -> None:
+        try:
+            box.append(survey.survey(cfg, lineages=args.lineage, deep=args.deep, dns=args.dns,
+                                     thresholds=limits, progress=stages.append))
+        except BaseException as exc:  # re-raised below, in the main thread
+            box.append(exc)
+
+    worker = threading.Thread(target=work, name="survey", daemon=True)
+    worker.start()
+    worker.join(RUN_DEADLINE)
+    if not box:
+        done = ", ".join(stages[:-1]) or "nothing"
+        _unknown(args, f"renew-check did not finish within {RUN_DEADLINE:g} s (its overall "
+                 f"deadline, under Nagios' 60 s): still {stages[-1] if stages else 'starting'}; "
+                 f"finished: {done}. Try --no-deep or --no-dns, or lower probe.timeout")
+        return 3
+    result = box[0]
+    if isinstance(result, BaseException):
+        raise result
     _print(args, render.survey_json(result),
            render.survey_text(result, tty=_tty(), thresholds=limits))
     return result.status.exit_code
@@ -194,16 +257,17 @@ def _probe(args: argparse.Namespace, cfg: Any) -> int:
     from pathlib import Path  # noqa: PLC0415
 
     from daemon.renew_check import render  # noqa: PLC0415
+    from hook import files  # noqa: PLC0415
     from hook.certs import fingerprint, load_trust, parse_chain  # noqa: PLC0415
+    from hook.errors import ConfigError  # noqa: PLC0415
     from hook.tls import (  # noqa: PLC0415
         Target,
+        Verdict,
         judge,
         map_bounded,
         per_address,
-        probe,
-        probe_deep,
+        probe_bounded,
         role_for,
-        worth_going_deep,
     )
     from hook.verdict import worst  # noqa: PLC0415
 
@@ -213,33 +277,51 @@ def _probe(args: argparse.Namespace, cfg: Any) -> int:
     if args.expect_cert:
         path = Path(args.expect_cert)
         try:
-            data = path.read_bytes()
+            data = files.read_bounded(path, files.PEM_MAX)
         except OSError as exc:
             from hook.errors import BundleError  # noqa: PLC0415
             raise BundleError(str(path), f"cannot read: {exc.strerror}") from exc
         expected = fingerprint(parse_chain(data, str(path))[0])
-    targets = []
+    # A target that does not parse is that target's UNKNOWN; the others are still probed.
+    bad: dict[int, Verdict] = {}
+    targets: list[Target] = []
     for text in args.targets:
-        host, port = split_target(text)
+        try:
+            host, port = split_target(text)
+        except ConfigError as exc:
+            bad[len(targets) + len(bad)] = _bad_target(text, str(exc))
+            continue
         implicit = args.implicit or (port == 465 and not args.starttls)
         targets.extend(per_address(Target(host, port, implicit, args.servername)))
-    timeout = args.timeout or cfg.probe.timeout
+    timeout = args.timeout if args.timeout is not None else cfg.probe.timeout
     deep = args.probe_deep or (cfg.probe.deep and args.deep is not False
                                 and not args.probe_no_deep)
 
     def one(t: Target) -> Any:
-        res = probe(t, timeout=timeout)
-        return res, (probe_deep(t, timeout=timeout) if deep and worth_going_deep(res) else None)
+        return probe_bounded(t, timeout=timeout, deep=deep)
 
     results = map_bounded(one, targets, host=lambda t: t.host, per_host=cfg.probe.per_host,
                           workers=cfg.probe.workers)
-    verdicts = [judge(res, trust=trust, names=[t.sni] if t.sni else [], expected_sha256=expected,
-                      thresholds=limits, deep=dr, role=role_for(t))
-                for t, (res, dr) in zip(targets, results, strict=True)]
+    judged = iter([judge(res, trust=trust, names=[t.sni] if t.sni else [],
+                         expected_sha256=expected, thresholds=limits, deep=dr,
+                         role=role_for(t))
+                   for t, (res, dr) in zip(targets, results, strict=True)])
+    verdicts = [bad[i] if i in bad else next(judged) for i in range(len(targets) + len(bad))]
     status = worst([v.status for v in verdicts])
     _print(args, render.probe_json(verdicts, status),
            render.probe_text(verdicts, status, tty=_tty(), thresholds=limits))
     return status.exit_code
+
+
+def _bad_target(text: str, message: str) -> Any:
+    """The verdict for a target that did not parse: UNKNOWN, saying why."""
+    from hook.tls import Target, Verdict, shown  # noqa: PLC0415
+    from hook.verdict import Code, Problem, Status  # noqa: PLC0415
+
+    problem = Problem(Code.BAD_INPUT, Status.UNKNOWN, message,
+                      "write it as HOST:PORT, [IPv6]:PORT or HOST (port 25)")
+    return Verdict(Target(shown(text, 40), 0), Status.UNKNOWN, (problem,), None, None, None,
+                   "", "", 0.0)
 
 
 def _dry_run(args: argparse.Namespace, cfg: Any) -> int:
@@ -277,7 +359,8 @@ def _adopt(args: argparse.Namespace, cfg: Any) -> int:
     if not args.lineage:
         print("UNKNOWN: adopt needs a lineage directory (or --undo)")
         return RenewCheckExit.UNKNOWN
-    res = adopt.adopt(cfg, resolve(args.lineage, cfg.certbot.config_dir))
+    res = adopt.adopt(cfg, resolve(args.lineage, cfg.certbot.config_dir),
+                      replace=args.replace)
     doc = {"status": "ok", "bundle": str(res.bundle), "backup": str(res.backup),
            "leaf_sha256": res.leaf_sha256, "services": list(res.services)}
     _print(args, doc, f"OK: Postfix now reads {res.bundle} (main.cf backup: {res.backup}); "

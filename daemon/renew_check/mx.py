@@ -29,6 +29,7 @@ from pathlib import Path
 
 from cryptography import x509
 
+from hook import files
 from hook.certs import Trust, check_names, names_of
 from hook.config import Config
 from hook.dns import Answer, Resolver, Security
@@ -197,7 +198,7 @@ def _postmap_keys(entry: str, postfix: Postfix, notes: list[str], param: str) ->
 
 def _file_lines(path: Path, notes: list[str], param: str) -> list[str]:
     try:
-        text = path.read_text(errors="replace")
+        text = files.read_bounded(path, files.STATE_MAX).decode(errors="replace")
     except OSError as exc:
         notes.append(f"{param}: cannot read {path}: {exc.strerror}")
         return []

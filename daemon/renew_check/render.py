@@ -339,7 +339,10 @@ def probe_text(verdicts: Sequence[Verdict], status: Status, *, tty: bool,
 def dry_run_text(items: Sequence[tuple[Report, Status]], status: Status, *, tty: bool) -> str:
     lines = Lines()
     for report, st in items:
-        lines.add(st, f"lineage {report.lineage}", f"{report.outcome.value}: {report.message}")
+        said = report.message
+        if not said.startswith(report.outcome.value.split("_")[0]):  # never "refused: refused:"
+            said = f"{report.outcome.value}: {said}"
+        lines.add(st, f"lineage {report.lineage}", said)
         for step in report.steps:
             lines.add(Status.OK, f"lineage {report.lineage}", f"would: {step}")
     head = f"{status.name}: dry run of the deploy pipeline for {len(items)} lineage(s)"

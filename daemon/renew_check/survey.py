@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import datetime as dt
 import os
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
 
@@ -39,6 +39,7 @@ from hook.certs import (
 from hook.config import Config, DaneMode
 from hook.dns import tlsa_names
 from hook.errors import BundleError, Error, PostfixError
+from hook.files import PEM_MAX, read_bounded
 from hook.pipeline import validate_lineage
 from hook.postfix import (
     CertFile,
@@ -63,10 +64,8 @@ from hook.tls import (
     judge,
     lifetime_left,
     map_bounded,
-    probe,
-    probe_deep,
+    probe_bounded,
     role_for,
-    worth_going_deep,
 )
 from hook.tls import thresholds_of as judge_thresholds
 from hook.verdict import Code, Problem, Status, worst
@@ -144,13 +143,18 @@ def dns_enabled(config: Config) -> bool:
 
 def survey(config: Config, *, lineages: Sequence[str] = (), deep: bool | None = None,
            now: dt.datetime | None = None, dns: bool = True,
-           thresholds: Thresholds | None = None) -> Survey:
+           thresholds: Thresholds | None = None,
+           progress: Callable[[str], None] | None = None) -> Survey:
     """Check everything; never raises for Postfix, files or the network (UNKNOWN instead).
 
     ``dns``: False skips the DNS checks (``renew-check --no-dns``); ``thresholds``:
-    expiry thresholds (default: ``[probe]`` of the configuration)."""
+    expiry thresholds (default: ``[probe]`` of the configuration). ``progress`` is told
+    the name of each stage as it starts (renew-check's overall deadline says which did
+    not finish)."""
+    stage = progress or (lambda _name: None)
     now = now or dt.datetime.now(dt.UTC)
     limits = thresholds or thresholds_of(config)
+    stage("reading the Postfix configuration")
     postfix = postfix_for(config)
     where = str(config.postfix.config_directory)
     try:
@@ -173,15 +177,18 @@ def survey(config: Config, *, lineages: Sequence[str] = (), deep: bool | None = 
                               f"{', '.join(sorted(wanted))}")
             return Survey(Status.UNKNOWN, now, where, (), (), (problem,))
     myhostname = tls.params.get("myhostname", "")
+    stage(f"checking {len(groups)} certificate(s)" + (" and their DNS records" if dns else ""))
     uses = {name: _usage(name, fs, config, postfix, myhostname) for name, fs in groups.items()}
     certs = tuple(_check_cert(name, fs, config, trust, now, uses[name], postfix,
                               dns and dns_enabled(config), limits)
                   for name, fs in sorted(groups.items()))
+    stage("probing the TLS services")
     services = _check_services(tls, groups, config, trust, now, myhostname,
                                config.probe.deep if deep is None else deep,
                                {n: required_names(config, u) for n, u in uses.items()}, limits)
     roots = [config.certbot.config_dir / "live", config.certbot.config_dir / "archive",
              config.deploy.bundle_dir]
+    stage("auditing the Postfix TLS configuration")
     findings = tuple(audit_mod.audit(tls, files, lineage_roots=roots,
                                      renewal_conf=lambda p: _renewal_conf(p, config),
                                      certbot_dir=config.certbot.config_dir))
@@ -342,10 +349,7 @@ def _check_services(tls: audit_mod.PostfixTLS, groups: dict[str, list[CertFile]]
             for target in targets_for(svc, tls, config.postfix.probe_host, myhostname)]
 
     def one(job: tuple[Service, Target]) -> tuple[ProbeResult, DeepResult | None]:
-        target = job[1]
-        res = probe(target, timeout=timeout)
-        go_deep = deep and worth_going_deep(res)
-        return res, (probe_deep(target, timeout=timeout) if go_deep else None)
+        return probe_bounded(job[1], timeout=timeout, deep=deep)
 
     results = map_bounded(one, jobs, host=lambda j: j[1].host, per_host=config.probe.per_host,
                           workers=config.probe.workers)
@@ -382,8 +386,7 @@ class _NoAccess(BundleError):
 
 def _read(path: str) -> bytes:
     try:
-        with open(path, "rb") as fh:
-            return fh.read()
+        return read_bounded(path, PEM_MAX)
     except PermissionError as exc:
         raise _NoAccess(path, f"cannot read as uid {os.geteuid()}: {exc.strerror}") from exc
     except OSError as exc:

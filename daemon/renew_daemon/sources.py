@@ -14,6 +14,7 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
+from hook import files
 from hook.certs import Lineage, fingerprint, names_of, parse_chain, resolve
 from hook.config import Config
 from hook.errors import LineageError
@@ -136,7 +137,7 @@ def deploy_records(state_dir: Path, seen: set[str] | frozenset[str] = frozenset(
         if name in seen:
             continue
         try:
-            data: dict[str, Any] = json.loads((folder / name).read_bytes())
+            data: dict[str, Any] = json.loads(files.read_bounded(folder / name, files.RECORD_MAX))
         except (OSError, ValueError):
             continue  # half-written by hand, or removed meanwhile: the hook writes atomically
         out.append(DeployRecord(

@@ -140,7 +140,7 @@ def load(state_dir: Path) -> tuple[State, str]:
     """Load the state; returns it and a note for the log ("" when all was well)."""
     path = path_in(state_dir)
     try:
-        raw = path.read_bytes()
+        raw = files.read_bounded(path, files.STATE_MAX)
     except FileNotFoundError:
         return State(), ""
     except OSError as exc:

@@ -12,6 +12,7 @@ import re
 from dataclasses import dataclass
 from pathlib import Path
 
+from hook import files
 from hook.errors import BundleError, LineageError
 
 
@@ -58,13 +59,14 @@ class Lineage:
             raise BundleError(str(path), f"resolves to {real}, outside {self.archive}; refusing "
                               "to follow a symlink out of the lineage")
         try:
-            fd = os.open(real, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
+            return files.read_bounded(real, files.PEM_MAX, follow=False)
         except FileNotFoundError as exc:
             raise BundleError(str(path), "file not found") from exc
+        except files.UnsafeFile as exc:
+            where = "" if real == Path(path) else f" (via {real})"
+            raise BundleError(str(path), f"{exc.strerror}{where}") from exc
         except OSError as exc:
             raise BundleError(str(path), f"cannot open: {exc.strerror}") from exc
-        with os.fdopen(fd, "rb") as fh:
-            return fh.read()
 
 
 def parse_reuse_key(text: str) -> bool:
@@ -79,7 +81,8 @@ def parse_reuse_key(text: str) -> bool:
 def read_reuse_key(renewal_conf: Path) -> bool | None:
     """:func:`parse_reuse_key` of a renewal file; None if it cannot be read."""
     try:
-        return parse_reuse_key(renewal_conf.read_text(errors="replace"))
+        return parse_reuse_key(files.read_bounded(renewal_conf, files.CONFIG_MAX)
+                               .decode(errors="replace"))
     except OSError:
         return None
 

@@ -27,6 +27,7 @@ from pathlib import Path
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 
+from hook import files
 from hook.certs.bundle import fingerprint
 from hook.certs.validate import is_self_signed
 from hook.config import TrustConfig
@@ -97,7 +98,7 @@ def ca_certificates(chain: Sequence[x509.Certificate]) -> list[x509.Certificate]
 
 def _manifest(state_dir: Path) -> dict[str, list[str]]:
     try:
-        data = json.loads((state_dir / MANIFEST).read_text())
+        data = json.loads(files.read_bounded(state_dir / MANIFEST, files.RECORD_MAX))
     except (OSError, ValueError):
         return {}
     return {str(k): [str(x) for x in v] for k, v in data.items() if isinstance(v, list)}

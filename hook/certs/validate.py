@@ -21,6 +21,7 @@ from cryptography import x509
 from cryptography.hazmat.primitives.asymmetric import dsa, ec, ed448, ed25519, rsa
 from cryptography.x509.verification import PolicyBuilder, Store, VerificationError
 
+from hook import files
 from hook.errors import BundleError
 from hook.verdict import Code, Problem, Status
 
@@ -52,7 +53,7 @@ def load_trust(cafile: Path | None = None, *, system: bool = True) -> Trust:
         paths.append(cafile)
     for path in paths:
         try:
-            data = path.read_bytes()
+            data = files.read_bounded(path, files.CAFILE_MAX)
         except OSError as exc:
             raise BundleError(str(path), f"cannot read CA file: {exc.strerror}") from exc
         try:

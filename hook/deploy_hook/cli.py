@@ -10,18 +10,23 @@ under certbot (it calls every deploy hook for every lineage) and 6 with ``--line
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
 import sys
 import time
-from collections.abc import Mapping
+import traceback
+from collections.abc import Iterator, Mapping
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 from hook import config as config_mod
 from hook import log as log_mod
+from hook.deadline import DeadlinePassed, Watch, deadline
 from hook.errors import ConfigError, Error, LineageError
 from hook.exits import DeployHookExit
 
 if TYPE_CHECKING:
+    from hook.certs import Lineage
     from hook.pipeline import Report
 
 
@@ -49,6 +54,11 @@ def main(argv: list[str] | None = None, environ: Mapping[str, str] | None = None
     loaded: list[config_mod.Config] = []
     try:
         return _main(args, env, log, loaded)
+    except DeadlinePassed as exc:  # before anything was written (else: a rolled-back report)
+        log.error("deploy", outcome="deadline", error=str(exc),
+                  alerts=_alert_internal(loaded, args, env, str(exc)))
+        print(f"postfix-deploy-hook: {exc}; nothing was changed", file=sys.stderr)
+        return DeployHookExit.DEADLINE
     except (ConfigError, LineageError) as exc:
         log.error("deploy", outcome="usage_error", error=str(exc))
         print(f"postfix-deploy-hook: {exc}", file=sys.stderr)
@@ -58,16 +68,18 @@ def main(argv: list[str] | None = None, environ: Mapping[str, str] | None = None
                   alerts=_alert_internal(loaded, args, env, str(exc)))
         print(f"postfix-deploy-hook: {exc}", file=sys.stderr)
         return DeployHookExit.INTERNAL
-    except Exception as exc:
+    except Exception as exc:  # a bug: the traceback goes to stderr, never into the record
         alerts = _alert_internal(loaded, args, env, f"{type(exc).__name__}: {exc}")
-        log.exception("deploy", outcome="internal_error", alerts=alerts)
+        log.error("deploy", outcome="internal_error", error=f"{type(exc).__name__}: {exc}",
+                  alerts=alerts)
+        traceback.print_exc(file=sys.stderr)
         print(f"postfix-deploy-hook: internal error: {type(exc).__name__}: {exc}", file=sys.stderr)
         return DeployHookExit.INTERNAL
 
 
 ACTIONS = {
-    "refused": "nothing was changed; fix the lineage (see the message) and run "
-               "'postfix-deploy-hook --lineage {live}' again",
+    "refused": "nothing was changed; fix what the message names (the lineage, or Postfix) "
+               "and run 'postfix-deploy-hook --lineage {live}' again",
     "rolled_back": "the previous certificate was restored and is served; find out why the new "
                    "one was not (message above), then run 'postfix-deploy-hook --lineage {live}'",
     "refused_in_place": "ACT NOW: Postfix reads certbot's files in place, so every new smtpd "
@@ -82,7 +94,6 @@ ACTIONS = {
 
 def _main(args: argparse.Namespace, env: Mapping[str, str], log: object,
           loaded: list[config_mod.Config]) -> int:
-    from hook import pipeline  # noqa: PLC0415 - keep --help fast
     from hook.certs import resolve  # noqa: PLC0415 - keep --help fast
 
     cfg = config_mod.load(args.config, env)
@@ -92,14 +103,32 @@ def _main(args: argparse.Namespace, env: Mapping[str, str], log: object,
     if not path:
         raise LineageError("no lineage: set RENEWED_LINEAGE (certbot does) or pass --lineage")
     lin = resolve(path, cfg.certbot.config_dir)
+    with deadline(cfg.deploy.hook_deadline, exit_code=DeployHookExit.DEADLINE) as watch:
+        code = _run(args, cfg, lin, env, log, by_certbot, watch)
+        return DeployHookExit.DEADLINE if watch.passed else code
+
+
+def _run(args: argparse.Namespace, cfg: config_mod.Config, lin: Lineage, env: Mapping[str, str],
+         log: object, by_certbot: bool, watch: Watch) -> int:
+    from hook import pipeline  # noqa: PLC0415 - keep --help fast
+
     start = time.monotonic()
     if args.dry_run:
         report = pipeline.run(cfg, lin, dry_run=True)
+        watch.settle()
     else:
-        with pipeline.locked(cfg.deploy.state_dir):
+        with contextlib.ExitStack() as held:
+            with _state_dir_usable(cfg.deploy.state_dir):  # exit 2 before anything changes
+                held.enter_context(pipeline.locked(cfg.deploy.state_dir))
             report = pipeline.run(cfg, lin)
+            watch.settle()
             if report.outcome is not pipeline.Outcome.SKIPPED:
-                pipeline.write_record(cfg.deploy.state_dir, report)
+                try:
+                    pipeline.write_record(cfg.deploy.state_dir, report)
+                except OSError as exc:  # the outcome stands; say the record is missing
+                    report = _with_warning(report, f"{cfg.deploy.state_dir}: the deploy record "
+                                           f"could not be written: {exc.strerror or exc}")
+                    print(f"postfix-deploy-hook: {report.warnings[-1]}", file=sys.stderr)
     bad = report.outcome in (pipeline.Outcome.REFUSED, pipeline.Outcome.REFUSED_IN_PLACE,
                              pipeline.Outcome.ROLLED_BACK, pipeline.Outcome.ROLLBACK_FAILED)
     alerts: list[str] = []
@@ -150,6 +179,25 @@ def _tell(report: Report, *, bad: bool, dry_run: bool) -> None:
         for line in publish_lines(report):
             print(f"publish: {line}")
         print(report.message)
+
+
+@contextlib.contextmanager
+def _state_dir_usable(state_dir: Path) -> Iterator[None]:
+    """``deploy.state_dir`` a file, on a read-only mount, immutable, full: a configuration
+    or environment error (exit 2) naming the path and the cause, not an internal error."""
+    try:
+        yield
+    except OSError as exc:
+        where = exc.filename or state_dir
+        raise ConfigError(f"deploy.state_dir {state_dir}: cannot use {where}: "
+                          f"{exc.strerror or exc} (a directory the hook can write, for the "
+                          "lock and the deploy records)") from exc
+
+
+def _with_warning(report: Report, warning: str) -> Report:
+    import dataclasses  # noqa: PLC0415
+
+    return dataclasses.replace(report, warnings=(*report.warnings, warning))
 
 
 def publish_lines(report: Report) -> list[str]:

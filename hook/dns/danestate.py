@@ -75,7 +75,7 @@ def load(state_dir: Path) -> History:
     """Read the history; missing is empty, unreadable or corrupt is empty with a note."""
     path = path_of(state_dir)
     try:
-        data = json.loads(path.read_bytes())
+        data = json.loads(files.read_bounded(path, files.RECORD_MAX))
         hosts = {
             str(host): Seen(str(host), str(entry["seen_at"]),
                             tuple(str(r) for r in entry["records"]), str(entry.get("lineage", "")))

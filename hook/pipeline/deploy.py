@@ -60,7 +60,7 @@ def run(config: Config, lineage: Lineage, *, dry_run: bool = False) -> Report:
         tighten_key(lineage, checked, dry_run=dry_run)
         return draft.ended(new, clock)
 
-    stopped = preflight(found, lineage, clock)
+    stopped = preflight(found, lineage, clock, dry_run=dry_run)
     if stopped is not None:
         return draft.ended(stopped, clock)
 
@@ -68,7 +68,7 @@ def run(config: Config, lineage: Lineage, *, dry_run: bool = False) -> Report:
     draft = draft.planned(plan(config, found, new, checked, anchors))
     if dry_run:
         return draft.ended(Ending(Outcome.WOULD_DEPLOY, messages.would_deploy(
-            new, lineage, found.use, gate.summary)), clock)
+            new, lineage, found.use, gate.summary), notes=(messages.PREFLIGHT_DRY_RUN,)), clock)
 
     # From the first write on, ANY failure puts the previous files back, reloads and
     # proves: never a bare exit with unproven files installed.

@@ -138,7 +138,18 @@ def postfix_stopped(exc: Error) -> str:
 
 
 def not_ready(reason: str, use: Usage, lineage: Lineage) -> str:
-    return f"refused before any change: {reason}{unchanged(use, lineage)}"
+    """A refusal caused by Postfix (not running, ``postfix check`` failing): the lineage is
+    fine and nothing was written; say which side to fix."""
+    where = ("; Postfix reads the lineage's files in place, so new smtpd processes may "
+             "already load them" if use.mode is Mode.IN_PLACE else "")
+    return (f"refused before any change: {reason}; the lineage is not at fault, Postfix is: "
+            f"nothing was written{where}. Fix Postfix, then run 'postfix-deploy-hook "
+            f"--lineage {lineage.live}'")
+
+
+PREFLIGHT_DRY_RUN = ("the dry run parsed the Postfix configuration with 'postconf' but did "
+                     "not run 'postfix check' (it creates missing queue directories); the "
+                     "real run runs it before any change")
 
 
 # ----------------------------------------------------------------------------- plan

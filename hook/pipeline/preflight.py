@@ -10,12 +10,15 @@ from hook.pipeline.discover import Discovery
 from hook.pipeline.report import Clock, Ending, Outcome
 
 
-def preflight(found: Discovery, lineage: Lineage, clock: Clock) -> Ending | None:
+def preflight(found: Discovery, lineage: Lineage, clock: Clock, *,
+              dry_run: bool) -> Ending | None:
     """None when Postfix is ready; else the ending (nothing was changed). Laps ``check``
-    (``postfix check``) and ``status`` (``master.pid``)."""
+    (``postfix check``; a dry run writes nothing, not even the queue directories that
+    ``postfix check`` creates, so it only parses with ``postconf``) and ``status``
+    (``master.pid``)."""
     try:
         for instance, _ in found.instances:
-            instance.check()
+            instance.check_readonly() if dry_run else instance.check()
     except PostfixError as exc:
         return _not_ready(str(exc), found, lineage)
     clock.lap("check")

@@ -50,6 +50,8 @@ class Ending:
     problems: tuple[Problem, ...] = ()
     warnings: tuple[str, ...] = ()
     """Warnings of the last stages (trust anchors), after those of the checks."""
+    notes: tuple[str, ...] = ()
+    """Notes of the last stages (what a dry run did not check), after the DANE gate's."""
 
 
 @dataclass(frozen=True)
@@ -155,4 +157,4 @@ class Draft:
             new_sha256=checked.bundle.leaf_sha256 if checked and checked.bundle else None,
             steps=self.steps, timings=clock.timings(), problems=ending.problems,
             warnings=(*warnings, *(gate.warnings if gate else ()), *ending.warnings),
-            notes=gate.notes if gate else (), dane=gate.result if gate else None)
+            notes=(*(gate.notes if gate else ()), *ending.notes), dane=gate.result if gate else None)

@@ -16,7 +16,7 @@ from dataclasses import dataclass, replace
 from cryptography import x509
 
 from hook.certs import bundle as bundle_mod
-from hook.certs import perms
+from hook.certs import consistency, perms
 from hook.certs.lineage import Lineage, previous_version, reuses_key
 from hook.certs.validate import check_chain, load_trust
 from hook.config import Config
@@ -78,6 +78,8 @@ def validate_lineage(config: Config, lineage: Lineage, use: tls_files.Usage,
         code = Code.KEY_MISMATCH if "does not match" in exc.problem else Code.UNREADABLE
         return Validation(None, (Problem(code, Status.CRITICAL, str(exc)), *problems),
                           tuple(warnings), fixes)
+    for odd in consistency.check(lineage):  # is it what certbot writes? (before any write)
+        problems.append(Problem(Code.LINEAGE_INCONSISTENT, Status.CRITICAL, odd, consistency.FIX))
     trust_store = load_trust(config.probe.cafile, system=config.trust.system_store)
     found = check_chain(new.chain, trust=trust_store, now=now,
                                  names=tls_files.required_names(config, use),

@@ -209,6 +209,19 @@ class Postfix:
                                f"(exit {res.returncode})", res.output)
         return res
 
+    def check_readonly(self) -> CommandResult:
+        """What a dry run can check without writing: ``postconf -c DIR`` parses main.cf
+        and master.cf (``postfix check`` would also create missing queue directories).
+        A failure or a ``fatal:`` line is a :class:`PostfixError` (warnings, as with
+        ``postfix check``, are not)."""
+        res = run_on_pty(["postconf", "-c", str(self.config_directory)], self.command_timeout)
+        said = [ln for ln in res.output.splitlines() if "fatal:" in ln]
+        if not res.ok or said:
+            raise PostfixError(f"'postconf -c {self.config_directory}' reports a problem with "
+                               f"the Postfix configuration (exit {res.returncode})",
+                               "\n".join(said) or res.output)
+        return res
+
     def reload(self) -> CommandResult:
         argv = list(self.reload_command) or ["postfix", "-c", str(self.config_directory), "reload"]
         res = run_on_pty(argv, self.command_timeout)

@@ -26,6 +26,8 @@ from pathlib import Path
 from hook.certs import Lineage
 from hook.config import Config
 from hook.errors import PostfixError
+from hook.files import STATE_MAX as _STATE_MAX
+from hook.files import read_bounded
 from hook.postfix.instance import TLS_LEVEL_PARAMS, Postfix, Service, tls_level
 
 SERVER_PAIRS = (("smtpd_tls_cert_file", "smtpd_tls_key_file"),
@@ -317,7 +319,7 @@ def _sni_maps(value: str, roots: tuple[str, ...], refs: list[str]) -> list[SniMa
             continue  # e.g. texthash cannot hold postmap -F data; nothing we can rebuild
         source = Path(name)
         try:
-            text = source.read_text(errors="replace")
+            text = read_bounded(source, _STATE_MAX).decode(errors="replace")
         except OSError as exc:
             raise PostfixError(f"{source}: cannot read tls_server_sni_maps source "
                                f"({exc.strerror})") from exc

@@ -11,12 +11,25 @@ What other packages use:
   :func:`default_context`; :class:`Handshake` is what a successful probe saw;
 - judging (``judgement``): :func:`judge` a result into a :class:`Verdict` for a
   :class:`Role` (:func:`role_for`), with :class:`Thresholds` (:func:`thresholds_of`)
-  and :func:`expiry_problems` / :func:`lifetime_left` for certificates on disk.
+  and :func:`expiry_problems` / :func:`lifetime_left` for certificates on disk;
+- input checks at the edge (``endpoint``): :func:`parse_target` (``HOST:PORT``,
+  ``[IPv6]:PORT``, ``HOST``), :func:`check_host`, :func:`check_servername`,
+  :func:`check_timeout` (finite, above 0, at most :data:`MAX_TIMEOUT`), :func:`shown`
+  (a hostile string cut to a printable length); :func:`probe_bounded` keeps a target's
+  deep checks inside its timeout.
 
 Importing this package must stay cheap (``renew-check probe`` start-up): no DNS
 library, no scheduler, no logging framework.
 """
 
+from hook.tls.endpoint import (
+    MAX_TIMEOUT,
+    check_host,
+    check_servername,
+    check_timeout,
+    parse_target,
+    shown,
+)
 from hook.tls.judgement import (
     Role,
     Thresholds,
@@ -38,12 +51,14 @@ from hook.tls.starttls import (
     map_bounded,
     per_address,
     probe,
+    probe_bounded,
     probe_deep,
     probe_many,
     worth_going_deep,
 )
 
 __all__ = [
+    "MAX_TIMEOUT",
     "DeepResult",
     "Extra",
     "Failure",
@@ -53,16 +68,22 @@ __all__ = [
     "Target",
     "Thresholds",
     "Verdict",
+    "check_host",
+    "check_servername",
+    "check_timeout",
     "default_context",
     "expiry_problems",
     "judge",
     "lifetime_left",
     "map_bounded",
+    "parse_target",
     "per_address",
     "probe",
+    "probe_bounded",
     "probe_deep",
     "probe_many",
     "role_for",
+    "shown",
     "thresholds_of",
     "worth_going_deep",
 ]

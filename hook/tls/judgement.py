@@ -29,6 +29,8 @@ FAILURE_STATUS = {
     Failure.STARTTLS_REFUSED: Status.CRITICAL,
     Failure.HANDSHAKE_FAILED: Status.CRITICAL,
     Failure.PROTOCOL_ERROR: Status.CRITICAL,
+    Failure.WRONG_MODE: Status.CRITICAL,
+    Failure.NAME_UNRESOLVED: Status.CRITICAL,
 }
 
 CERTBOT_RENEW_FRACTION = 1 / 3
@@ -260,4 +262,8 @@ def _failure_fix(code: Code) -> str:
         Code.HANDSHAKE_FAILED: "check smtpd_tls_protocols / ciphers and the maillog",
         Code.TIMEOUT: "is the port filtered, or the server overloaded?",
         Code.UNREACHABLE: "is Postfix running and listening there (postconf -M, ss -ltn)?",
+        Code.WRONG_TLS_MODE: "probe it the other way (--implicit / --starttls); on the "
+                             "server: master.cf '-o smtpd_tls_wrappermode=yes' is implicit TLS",
+        Code.DNS_LOOKUP_FAILED: "check the name (dig HOST A; dig HOST AAAA) and the resolver "
+                                "in /etc/resolv.conf; or probe the address",
     }.get(code, "")

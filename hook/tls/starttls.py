@@ -52,6 +52,10 @@ class Failure(StrEnum):
     STARTTLS_REFUSED = "starttls_refused"
     HANDSHAKE_FAILED = "handshake_failed"
     PROTOCOL_ERROR = "protocol_error"
+    WRONG_MODE = "wrong_tls_mode"
+    """STARTTLS asked of an implicit-TLS port or the other way round (try the other)."""
+    NAME_UNRESOLVED = "dns_lookup_failed"
+    """The host name does not resolve: a DNS problem, not a Postfix one."""
 
 
 @dataclass(frozen=True)
@@ -65,6 +69,8 @@ class Target:
 
     @property
     def label(self) -> str:
+        if self.port == 0:  # an input that did not parse (see hook.tls.endpoint): as given
+            return self.host
         host = f"[{self.host}]" if ":" in self.host else self.host
         return f"{host}:{self.port}"
 
@@ -208,15 +214,24 @@ def probe(target: Target, *, timeout: float = 10.0, context: ssl.SSLContext | No
 
 
 def probe_deep(target: Target, *, timeout: float = 10.0, ehlo_name: str | None = None,
-               extras: Sequence[Extra] = tuple(Extra)) -> DeepResult:
-    """Try the weak handshakes one after the other (one connection each, never parallel)."""
+               extras: Sequence[Extra] = tuple(Extra), budget: float | None = None) -> DeepResult:
+    """Try the weak handshakes one after the other (one connection each, never parallel).
+
+    ``budget``: seconds for all of them together (each still at most ``timeout``); an
+    extra handshake left when it is spent is ``inconclusive`` ("not tried"), never waited
+    for."""
     start = time.monotonic()
+    end = start + (budget if budget is not None else timeout * len(extras))
     accepted: list[tuple[Extra, str]] = []
     refused: list[Extra] = []
     unsure: list[tuple[Extra, str]] = []
     weak: Handshake | None = None
     for extra in extras:
-        res = probe(target, timeout=timeout, context=_context(extra.value), ehlo_name=ehlo_name)
+        left = min(timeout, end - time.monotonic())
+        if left < MIN_STEP:
+            unsure.append((extra, "not tried: the target's time budget was spent"))
+            continue
+        res = probe(target, timeout=left, context=_context(extra.value), ehlo_name=ehlo_name)
         if res.handshake is not None:
             accepted.append((extra, f"{res.handshake.protocol} {res.handshake.cipher}"))
             if extra is not Extra.ANONYMOUS and weak is None and res.handshake.chain:
@@ -227,6 +242,25 @@ def probe_deep(target: Target, *, timeout: float = 10.0, ehlo_name: str | None =
             unsure.append((extra, f"{res.failure.value if res.failure else 'unknown'}: {res.detail}"))
     return DeepResult(target, tuple(accepted), tuple(refused), tuple(unsure), weak,
                       time.monotonic() - start)
+
+
+MIN_STEP = 0.2
+"""Seconds: a deep handshake with less time left than this is not started."""
+MARGIN = 1.0
+"""Seconds a target's result may take beyond its timeout (closing, the polite QUIT)."""
+
+
+def probe_bounded(target: Target, *, timeout: float, deep: bool
+                  ) -> tuple[ProbeResult, DeepResult | None]:
+    """One probe and, when ``deep`` and :func:`worth_going_deep`, the extra handshakes,
+    all within ``timeout`` (+ :data:`MARGIN`): the deep checks get what the first probe
+    left, and those that do not fit are reported as not tried."""
+    start = time.monotonic()
+    res = probe(target, timeout=timeout)
+    if not (deep and worth_going_deep(res)):
+        return res, None
+    return res, probe_deep(target, timeout=timeout,
+                           budget=max(0.0, timeout - (time.monotonic() - start)))
 
 
 Resolver = Callable[..., list[tuple[Any, ...]]]
@@ -314,6 +348,9 @@ def _probe(target: Target, deadline: Deadline, ctx: ssl.SSLContext, ehlo: str,
     try:
         sock = socket.create_connection((target.host, target.port),
                                         timeout=deadline.left(steps.connect))
+    except socket.gaierror as exc:
+        raise _Fail(Failure.NAME_UNRESOLVED, f"{target.label}: the host name does not resolve "
+                    f"({exc.strerror or exc})") from exc
     except (DeadlineExceeded, TimeoutError) as exc:
         raise _Fail(Failure.TIMEOUT, f"connect to {target.label} timed out") from exc
     except OSError as exc:
@@ -322,6 +359,8 @@ def _probe(target: Target, deadline: Deadline, ctx: ssl.SSLContext, ehlo: str,
         advertised = False
         try:
             if not target.implicit_tls:
+                if steps.read is None or steps.read > QUIET:  # a tighter read step wins
+                    _expect_greeting(sock, target, deadline, ctx)
                 advertised = _starttls(SMTPConnection(sock, deadline, steps.read), target, ehlo)
             tls = _handshake(sock, ctx, target, deadline, steps.handshake)
         except DeadlineExceeded as exc:
@@ -350,6 +389,55 @@ def _probe(target: Target, deadline: Deadline, ctx: ssl.SSLContext, ehlo: str,
                                    ).read_reply()
             SMTPConnection(tls, deadline).quit()
     return handshake
+
+
+QUIET = 1.0
+"""Seconds of silence after connecting before a STARTTLS probe asks, on a second
+connection, whether the port speaks TLS from the first byte (an implicit-TLS port waits
+for the client's hello and never greets). An SMTP server greets at once; postscreen
+sends at least ``220-`` at once."""
+
+
+def _looks_like_tls(head: bytes) -> bool:
+    """A TLS alert record, or a handshake record holding a ServerHello (type 2)."""
+    if len(head) < 6 or head[1] != 3 or head[2] > 4:
+        return False
+    length = int.from_bytes(head[3:5], "big")
+    return (head[0] == 0x15 and length == 2) or (head[0] == 0x16 and head[5] == 2)
+
+
+def _expect_greeting(sock: socket.socket, target: Target, deadline: Deadline,
+                     ctx: ssl.SSLContext) -> None:
+    """Fail at once, not after the whole timeout, when a STARTTLS probe meets TLS: a TLS
+    record where the 220 greeting belongs, or silence while the port answers a TLS hello."""
+    if deadline.left() < 2 * QUIET:
+        return
+    sock.settimeout(QUIET)
+    try:
+        first = sock.recv(6, socket.MSG_PEEK)
+    except TimeoutError:
+        first = None
+    if first is not None:
+        if _looks_like_tls(first):
+            raise _Fail(Failure.WRONG_MODE, f"{target.label}: a TLS record came where the SMTP "
+                        "220 greeting was expected: this port speaks implicit TLS (try "
+                        "--implicit)")
+        return
+    implicit = Target(target.host, target.port, True, target.servername)
+    try:
+        side = socket.create_connection((target.host, target.port),
+                                        timeout=deadline.left(2 * QUIET))
+    except (DeadlineExceeded, OSError):
+        return
+    with contextlib.closing(side):
+        try:
+            tls = _handshake(side, ctx, implicit, Deadline(min(2 * QUIET, deadline.left())))
+        except (DeadlineExceeded, _Fail, OSError):
+            return
+        tls.close()
+    raise _Fail(Failure.WRONG_MODE, f"{target.label}: no SMTP greeting within {QUIET:g} s, "
+                "but the port completes a TLS handshake at once: it speaks implicit TLS "
+                "(try --implicit)")
 
 
 def _starttls(conn: SMTPConnection, target: Target, ehlo_name: str) -> bool:
@@ -393,11 +481,12 @@ def _handshake(sock: socket.socket, ctx: ssl.SSLContext, target: Target,
     except (ssl.SSLError, ConnectionError) as exc:
         tls.close()
         reason = getattr(exc, "reason", None) or str(exc) or type(exc).__name__
-        hint = ""
         if target.implicit_tls and any(r in str(reason).upper() for r in _PLAINTEXT_REASONS):
-            hint = " (the server answered in plaintext: is this a STARTTLS port? try --starttls)"
+            raise _Fail(Failure.WRONG_MODE, f"{target.label}: plaintext (an SMTP greeting?) "
+                        f"came where a TLS ServerHello was expected ({reason}): this port "
+                        "speaks STARTTLS (try --starttls)") from exc
         raise _Fail(Failure.HANDSHAKE_FAILED, f"{target.label}: TLS handshake failed: "
-                    f"{reason}{hint}") from exc
+                    f"{reason}") from exc
     return tls
 
 

@@ -130,7 +130,8 @@ def renew_with(live: Path, *, fullchain: bytes, privkey: bytes, cert: bytes | No
     name = live.name
     archive = live.parent.parent / "archive" / name
     n = current_version(live) + 1
-    files = {"cert": cert if cert is not None else fullchain, "chain": b"",
+    first, rest = split_fullchain(fullchain)
+    files = {"cert": cert if cert is not None else first, "chain": rest,
              "fullchain": fullchain, "privkey": privkey}
     for kind, data in files.items():
         path = archive / f"{kind}{n}.pem"
@@ -142,6 +143,18 @@ def renew_with(live: Path, *, fullchain: bytes, privkey: bytes, cert: bytes | No
         tmp.symlink_to(f"../../archive/{name}/{kind}{n}.pem")
         os.replace(tmp, link)
     return n
+
+
+def split_fullchain(fullchain: bytes) -> tuple[bytes, bytes]:
+    """(cert.pem, chain.pem) as certbot writes them from a fullchain: the first PEM
+    certificate, and the rest; a fullchain that does not parse stays whole in cert.pem."""
+    marker = b"-----END CERTIFICATE-----"
+    if fullchain.count(marker) < 1 or not fullchain.lstrip().startswith(b"-----BEGIN CERTIFICATE"):
+        return fullchain, b""
+    end = fullchain.index(marker) + len(marker)
+    nl = fullchain.find(b"\n", end)
+    cut = len(fullchain) if nl < 0 else nl + 1
+    return fullchain[:cut], fullchain[cut:]
 
 
 @dataclass(frozen=True)

@@ -23,7 +23,7 @@ import time
 from daemon.renew_check import cli as check
 from hook.certs.bundle import fingerprint, parse_chain
 from hook.tls.starttls import Target, probe
-from tests.harness.badcerts import ec_key, key_pem, renew_with
+from tests.harness.badcerts import ec_key, key_pem, renew_with, restore, snapshot
 from tests.harness.stack import LO, VENV_BIN, Stack, new_base, running_stack
 
 
@@ -80,18 +80,25 @@ def main(argv: list[str] | None = None) -> int:
         print(f"(exit {rc})")
         print(f"\n{'PASS' if ok else 'FAIL'}: {time.monotonic() - t0:.1f} s in all")
         if args.keep:
-            print(f"\nstack kept: config {stack.config_file}; try\n"
+            pf = stack.postfix
+            pebble_pid = stack.pebble.proc.pid if stack.pebble.proc else "?"
+            print(f"\nstack kept under {stack.base} (Postfix and pebble still running):\n"
+                  f"  Postfix {pf.config_dir}: smtp {LO}:{pf.smtp_port}, submission "
+                  f"{LO}:{pf.submission_port}, smtps {LO}:{pf.smtps_port}\n"
                   f"  .venv/bin/renew-check --config {stack.config_file} --dry-run\n"
-                  f"  stop: postfix -c {stack.postfix.config_dir} stop; "
-                  f"kill {stack.pebble.proc.pid if stack.pebble.proc else '?'}")
+                  f"  .venv/bin/renew-check --config {stack.config_file} probe "
+                  f"{LO}:{pf.smtp_port} {LO}:{pf.smtps_port}\n"
+                  f"  stop: postfix -c {pf.config_dir} stop; kill {pebble_pid}; "
+                  f"rm -rf {stack.base}")
             stack.pebble.proc = None  # keep it running past the context
-            stack.postfix.stop = lambda: None  # type: ignore[method-assign]
+            stack.kept = True  # and Postfix too (the cleanup looks this up at exit)
         return 0 if ok else 1
 
 
 def botched_renewal(stack: Stack, good_sha: str) -> bool:
     """Write a renewal whose key does not match its certificate; the hook must refuse it."""
     fullchain = (stack.lineage / "fullchain.pem").read_bytes()
+    good = snapshot(stack.lineage)
     version = renew_with(stack.lineage, fullchain=fullchain, privkey=key_pem(ec_key()))
     print(f"\nbotched renewal written as version {version} of {stack.lineage} "
           "(a fresh private key that does not match the certificate)")
@@ -104,6 +111,8 @@ def botched_renewal(stack: Stack, good_sha: str) -> bool:
     now = served(stack)
     ok = proc.returncode == 3 and all(v == good_sha for v in now.values())
     print(f"{'OK ' if ok else 'BAD'} still served on every TLS port: {good_sha}")
+    restore(stack.lineage, good)  # what an admin does next: put the good version back
+    print(f"botched version {version} removed: {stack.lineage} is back at the served version")
     return ok
 
 

@@ -405,6 +405,8 @@ class Stack:
     pebble: Pebble
     certbot: Certbot
     postfix: PostfixInstance
+    kept: bool = False
+    """Set by ``--keep`` (sandbox): the cleanup leaves Postfix running."""
 
     @property
     def lineage(self) -> Path:
@@ -496,7 +498,8 @@ def running_stack(pebble: Pebble | None = None, base: Path | None = None,
             pebble = cleanup.enter_context(running_pebble(root / "pebble"))
         stack = Stack(root, pebble, Certbot(root / "certbot", pebble),
                       PostfixInstance(root / "postfix"))
-        cleanup.callback(stack.postfix.stop)
+        # looked up at exit, not now: a kept stack (sandbox --keep) leaves Postfix running
+        cleanup.callback(lambda: None if stack.kept else stack.postfix.stop())
         lineage = stack.certbot.issue(key_type=key_type)
         stack.postfix.chain_files = f"{lineage}/privkey.pem, {lineage}/fullchain.pem"
         stack.postfix.start()

@@ -114,11 +114,13 @@ def test_no_starttls_in_ehlo() -> None:
 
 
 def test_plaintext_on_implicit_port_says_so() -> None:
-    """An SMTP greeting where TLS was expected is ``handshake_failed`` with a hint."""
+    """An SMTP greeting where TLS was expected is ``wrong_tls_mode``, at once, saying
+    "try --starttls"."""
     with fake_smtp(Behaviour.PLAINTEXT, implicit=True) as srv:
         res = probe(Target(srv.host, srv.port, implicit_tls=True), timeout=3)
-    assert res.failure is Failure.HANDSHAKE_FAILED, res
-    assert "plaintext" in res.detail
+    assert res.failure is Failure.WRONG_MODE, res
+    assert "plaintext" in res.detail and "try --starttls" in res.detail
+    assert res.seconds < 1.0
 
 
 @pytest.mark.parametrize("implicit", [False, True])
