@@ -231,6 +231,9 @@ class PeersConfig:
     tlsrpt_mailbox: Path | None = None
     """Maildir (a directory with ``new/`` and ``cur/``) or mbox file where TLSRPT reports
     (``rua=mailto:``) arrive; empty: none."""
+    ignore_clients: tuple[str, ...] = ("127.0.0.1", "::1")
+    """Inbound client addresses that are not peers: our own probes (renew-check's deep probe
+    offers an anonymous cipher on purpose), local monitoring. ``[]``: count every client."""
 
 
 @dataclass(frozen=True)
@@ -361,6 +364,8 @@ def _coerce(hint: Any, value: Any, where: str, *, zero_ok: bool = False) -> Any:
             raise ConfigError(f"{where}: expected true or false, got {value!r}")
         return value
     if hint == tuple[str, ...]:
+        if where.endswith(".ignore_clients") and value == []:
+            return ()
         if not isinstance(value, list) or not all(isinstance(v, str) and v for v in value):
             raise ConfigError(f"{where}: expected a list of non-empty strings, got {value!r}")
         return tuple(value)

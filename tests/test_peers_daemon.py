@@ -33,7 +33,7 @@ def make_watcher(bed: PeerBed, state: Path) -> Watcher:
     cfg = config.Config(postfix=config.PostfixConfig(config_directory=bed.ours.config_dir),
                         certbot=config.CertbotConfig(config_dir=state / "letsencrypt"),
                         deploy=config.DeployConfig(state_dir=state, bundle_dir=state / "b"),
-                        peers=config.PeersConfig(min_failures=3))
+                        peers=config.PeersConfig(min_failures=3, ignore_clients=()))
     return Watcher(cfg, structlog.get_logger("test"), Notifier({}))
 
 

@@ -82,3 +82,17 @@ def test_not_ours_and_garbage() -> None:
         e = p.parse(line)
         assert e is None or e.failure is Failure.HANDSHAKE
     assert parse_message("TLS library problem: x", "postfix/pickup", 1, 0.0) is None
+
+
+def test_own_probes_are_not_peers() -> None:
+    """By default ([peers] ignore_clients) loopback clients, i.e. renew-check's deep probe
+    offering an aNULL cipher on purpose, are not counted, so they raise no finding."""
+    from hook.config import PeersConfig  # noqa: PLC0415
+    from hook.postfix import tlsdiag  # noqa: PLC0415
+
+    events = parse_lines(FIXTURE.read_text().splitlines(), now=NOW)
+    mine = tlsdiag.tally(events, PeersConfig().ignore_clients)
+    assert mine.anonymous_in_count == 0 and mine.failed_sessions == 0
+    assert mine.untrusted_out_count > 0  # outbound sessions are never ignored
+    every = tlsdiag.tally(events)
+    assert every.anonymous_in_count == 1 and every.failed_sessions == 3

@@ -8,6 +8,7 @@ Commands::
                                 [--cafile PATH] [--expect-cert PATH]
     renew-check adopt LINEAGE                make Postfix read a bundle the hook owns
     renew-check adopt --undo                 put the main.cf from before adopt back
+    renew-check peers [REPORT...] [--no-dns] what peers saw: the log's last 24 h, TLSRPT
 
 TARGET is HOST:PORT, [IPv6]:PORT or HOST (port 25); port 465 means implicit TLS.
 Output: --json prints one document (schema postfix-certwatch/renew-check/1, see the
@@ -68,6 +69,13 @@ def build_parser() -> argparse.ArgumentParser:
                        "default: probe.deep in the config, true)")
     depth.add_argument("--no-deep", dest="probe_no_deep", action="store_true",
                        help="one handshake per target only")
+    pe = sub.add_parser("peers", help="what peers saw: TLS log lines (24 h) and TLSRPT reports",
+                        description="Postfix's TLS log lines of the last 24 h, the _smtp._tls "
+                        "record of each domain Postfix receives mail for, and TLSRPT reports "
+                        "([peers] tlsrpt_mailbox, and REPORT files: .json, .json.gz or a mail).")
+    pe.add_argument("reports", nargs="*", metavar="REPORT", help="TLSRPT report files")
+    pe.add_argument("--no-dns", dest="peers_dns", action="store_false",
+                    help="skip the _smtp._tls lookups")
     ad = sub.add_parser("adopt", help="switch Postfix to a bundle owned by the deploy hook")
     ad.add_argument("lineage", nargs="?", help="lineage directory under live/")
     ad.add_argument("--undo", action="store_true", help="restore main.cf from before adopt")
@@ -86,6 +94,8 @@ def main(argv: list[str] | None = None, environ: Mapping[str, str] | None = None
             return _probe(args, cfg)
         if args.command == "adopt":
             return _adopt(args, cfg)
+        if args.command == "peers":
+            return _peers(args, cfg)
         if args.dry_run:
             return _dry_run(args, cfg)
         return _check(args, cfg)
@@ -136,12 +146,37 @@ def split_target(text: str) -> tuple[str, int]:
 
 
 def _check(args: argparse.Namespace, cfg: Any) -> int:
-    from daemon.renew_check import render, survey  # noqa: PLC0415
+    from daemon.renew_check import peers, render, survey  # noqa: PLC0415
+    from hook.pipeline.deploy import postfix_for  # noqa: PLC0415
+    from hook.verdict import worst  # noqa: PLC0415
 
     result = survey.survey(cfg, lineages=args.lineage, deep=args.deep, dns=args.dns)
-    _print(args, render.survey_json(result),
-           render.survey_text(result, tty=_tty(), thresholds=survey.thresholds_of(cfg)))
-    return result.status.exit_code
+    seen = peers.seen_by_peers(cfg, postfix_for(cfg), dns=args.dns and survey.dns_enabled(cfg))
+    status = worst([result.status, seen.status])
+    doc = render.survey_json(result)
+    doc.update(status=status.value, exit_code=status.exit_code, peers=render.peers_json(seen))
+    text = render.survey_text(result, tty=_tty(), thresholds=survey.thresholds_of(cfg))
+    head, _, rest = text.partition("\n")
+    if status is not result.status:  # the first line is what Nagios shows: it must agree
+        head = status.name + head[len(result.status.name):]
+    summary, bar, perf = head.partition(" |")
+    head = f"{summary}; {render.peers_summary(seen)}{bar}{perf}{render.peers_perfdata(seen)}"
+    _print(args, doc, "\n".join([head, rest, *render.peers_lines(seen)]).replace("\n\n\n", "\n\n"))
+    return status.exit_code
+
+
+def _peers(args: argparse.Namespace, cfg: Any) -> int:
+    from pathlib import Path  # noqa: PLC0415
+
+    from daemon.renew_check import peers, render, survey  # noqa: PLC0415
+    from hook.pipeline.deploy import postfix_for  # noqa: PLC0415
+
+    seen = peers.seen_by_peers(cfg, postfix_for(cfg), report_files=[Path(r) for r in args.reports],
+                               dns=args.peers_dns and args.dns and survey.dns_enabled(cfg))
+    doc = render.document("peers", seen.status, render.peers_summary(seen),
+                          peers=render.peers_json(seen))
+    _print(args, doc, render.peers_text(seen))
+    return seen.status.exit_code
 
 
 def _probe(args: argparse.Namespace, cfg: Any) -> int:

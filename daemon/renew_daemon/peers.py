@@ -26,7 +26,7 @@ from pathlib import Path
 from typing import Any
 
 from daemon.renew_daemon.state import Check, DeployInfo, Kind
-from hook import files
+from hook import files, tlsrpt
 from hook.config import Config
 from hook.postfix import maillog, tlsdiag
 from hook.postfix.tlslog import Direction, LineParser, TlsEvent
@@ -221,6 +221,8 @@ class PeerWatch:
             self.state.cursor = self.journal.cursor
 
     def add(self, e: TlsEvent, now: float) -> None:
+        if tlsdiag.is_ignored(e, self.config.peers.ignore_clients):
+            return
         s = self.state
         s.lines += 1
         if not s.since:
@@ -279,9 +281,58 @@ class PeerWatch:
         return tlsdiag.Comparison(renewal, start, max(now, start + MINUTE), after, clients,
                                   before / (covered / 3600))
 
+    def read_reports(self, now: float, our_mx: set[str]) -> int:
+        """Read new mail in ``peers.tlsrpt_mailbox``; returns the number of reports."""
+        path = self.config.peers.tlsrpt_mailbox
+        if path is None:
+            return 0
+        rpt = self.state.tlsrpt
+        seen: list[str] = rpt.setdefault("seen", [])
+        sessions, failures = Counter(rpt.get("sessions", {})), Counter(rpt.get("failures", {}))
+        last: list[dict[str, Any]] = rpt.setdefault("last", [])
+        found: list[dict[str, Any]] = rpt.setdefault("findings", [])
+        count = 0
+        try:
+            for key, raw in tlsrpt.mailbox_messages(path, seen):
+                seen.append(key)
+                for r in tlsrpt.from_message(raw, f"{path} {key}"):
+                    if r.error:
+                        self.log.warning("tlsrpt", source=r.source, error=r.error)
+                        continue
+                    count += 1
+                    rpt["reports"] = int(rpt.get("reports", 0)) + 1
+                    summary = tlsrpt.summarise([r])
+                    sessions.update(summary.sessions)
+                    failures.update(summary.failures)
+                    last.append({"organization": r.organization, "report_id": r.report_id,
+                                 "end": r.end, "failures": dict(summary.failures),
+                                 "sessions": dict(summary.sessions)})
+                    if now - (tlsrpt.report_time(r) or now) < 7 * 86400:  # older: history
+                        found += [{"time": now, "detail": p.detail, "fix": p.fix}
+                                  for p in tlsrpt.findings([r], our_mx)]
+            rpt["error"] = ""
+        except (maillog.LogError, OSError) as exc:
+            rpt["error"] = f"{path}: {exc}"
+        rpt["seen"] = seen[-2000:]
+        rpt["last"] = last[-10:]
+        rpt["findings"] = [f for f in found if now - f["time"] < 7 * 86400][-20:]
+        rpt["sessions"], rpt["failures"] = dict(sessions), dict(failures)
+        return count
+
+    def _tlsrpt_check(self, now: float) -> Check:
+        rpt = self.state.tlsrpt
+        problems = [Problem(Code.TLSRPT_FAILURE, Status.WARNING, f["detail"], f["fix"])
+                    for f in rpt.get("findings", [])]
+        if rpt.get("error"):
+            problems.append(Problem(Code.LOG_UNREADABLE, Status.WARNING, rpt["error"],
+                                    "check [peers] tlsrpt_mailbox"))
+        return _check("tlsrpt", problems, now)
+
     def checks(self, now: float, deploys: dict[str, DeployInfo]) -> list[Check]:
         """The peers checks for this tick (see the module docstring)."""
         out = [self._log_check(now), self._tls_check(now)]
+        if self.config.peers.tlsrpt_mailbox is not None:
+            out.append(self._tlsrpt_check(now))
         for name, info in sorted(deploys.items()):
             if info.last_success:
                 out.append(self._renewal_check(name, info.last_success, now))

@@ -83,8 +83,8 @@ DEPLOY_FIX = {
 }
 
 
-PEER_PARAMS = ("maillog_file", "smtp_tls_CAfile", "smtp_tls_CApath", "smtpd_tls_exclude_ciphers",
-               "smtp_tls_exclude_ciphers")
+PEER_PARAMS = ("maillog_file", "myhostname", "smtp_tls_CAfile", "smtp_tls_CApath",
+               "smtpd_tls_exclude_ciphers", "smtp_tls_exclude_ciphers")
 """Postfix parameters the peers checks read (the log file, and what the findings name)."""
 
 
@@ -536,8 +536,11 @@ class Watcher:
                 self.log.warning("peers", error=f"postconf: {exc}")
             self._peer_params_at = now
         events = self.peers.read(now)
-        if events:
-            self.log.info("peers", events=events, source=self.peers.state.source)
+        our_mx = {self.peers.params.get("myhostname", ""), *self.config.deploy.names,
+                  *(n for w in (self.discovery.lineages if self.discovery else ()) for n in w.names)}
+        reports = self.peers.read_reports(now, {n for n in our_mx if n})
+        if events or reports:
+            self.log.info("peers", events=events, reports=reports, source=self.peers.state.source)
         for check in self.peers.checks(now, self.state.deploys):
             self._record(check, now)
 

@@ -17,7 +17,7 @@ whatever the certificate is, because no certificate is sent at all):
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Iterable, Mapping
+from collections.abc import Collection, Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -107,10 +107,16 @@ def _cap_add(names: set[str], name: str) -> None:
         names.add(name)
 
 
-def tally(events: Iterable[TlsEvent]) -> Tally:
+def is_ignored(e: TlsEvent, ignore: Collection[str]) -> bool:
+    """An inbound session from one of ``ignore`` (our own probes, local monitoring)."""
+    return e.direction is Direction.INBOUND and bool(e.address) and e.address in ignore
+
+
+def tally(events: Iterable[TlsEvent], ignore: Collection[str] = ()) -> Tally:
     t = Tally()
     for e in events:
-        t.add(e)
+        if not is_ignored(e, ignore):
+            t.add(e)
     return t
 
 
