@@ -11,8 +11,6 @@ set, never an exception.
 from __future__ import annotations
 
 import datetime as dt
-import email
-import email.policy
 import hashlib
 import json
 import os
@@ -21,13 +19,14 @@ import zlib
 from collections import Counter
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
-from email.message import EmailMessage
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from hook.dns.resolver import Resolver, Security
 from hook.postfix.maillog import LogError, open_regular
 from hook.verdict import Code, Problem, Status
+
+if TYPE_CHECKING:  # dnspython and the email package cost the daemon ~4 MB: imported on use
+    from hook.dns.resolver import Resolver, Security
 
 MAX_FILE = 8 << 20
 """A report file or one mail message: at most this many bytes are read."""
@@ -177,6 +176,10 @@ def read_file(path: Path) -> list[Report]:
 
 def from_message(raw: bytes, source: str) -> list[Report]:
     """The reports attached to one mail message (none: an empty list)."""
+    import email  # noqa: PLC0415
+    import email.policy  # noqa: PLC0415
+    from email.message import EmailMessage  # noqa: PLC0415
+
     msg = email.message_from_bytes(raw[:MAX_FILE], policy=email.policy.default)
     out = []
     for part in msg.walk() if isinstance(msg, EmailMessage) else ():
