@@ -143,6 +143,8 @@ def test_journal_cursor_neither_loses_nor_repeats() -> None:
         got = part + rest
         assert [e.address for e in got] == [f"192.0.2.{n}" for n in range(5)] + ["192.0.2.9"]
         assert len(part) == 2 and "\ufffd" in got[-1].host
+        gone = JournalFollower("s=0;i=1;b=0;m=1;t=1;x=1", directory=j.directory, since="-1h")
+        assert len(gone.read()) == len(first) + len(got) and gone.cursor_lost == 1  # vacuumed
 
 
 def test_journal_missing_journalctl() -> None:

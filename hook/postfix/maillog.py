@@ -245,6 +245,7 @@ class JournalFollower:
         self.directory = directory
         self.since = since
         self.journalctl = journalctl
+        self.cursor_lost = 0
 
     def command(self) -> list[str]:
         argv = [self.journalctl, "--no-pager", "--quiet", "-o", "json",
@@ -257,8 +258,10 @@ class JournalFollower:
             argv += (["+"] if i else []) + [m]
         return argv
 
-    def read(self, max_entries: int = 100_000, timeout: float = 60.0) -> list[TlsEvent]:
-        """The TLS events among the next ``max_entries`` entries after the cursor."""
+    def read(self, max_entries: int = 100_000, timeout: float = 60.0,
+             retried: bool = False) -> list[TlsEvent]:
+        """The TLS events among the next ``max_entries`` entries after the cursor (a cursor
+        the journal no longer knows: from ``since`` again)."""
         if shutil.which(self.journalctl) is None:
             raise LogError(f"{self.journalctl}: not found (is this a systemd host?)")
         events: list[TlsEvent] = []
@@ -287,6 +290,11 @@ class JournalFollower:
                 proc.kill()
             err = proc.stderr.read(4096).decode(errors="replace") if proc.stderr else ""
             if proc.returncode not in (0, -15) and count == 0:
+                if self.cursor and "cursor" in err.lower() and not retried:
+                    # the journal was vacuumed or replaced: our cursor names nothing now
+                    self.cursor = ""
+                    self.cursor_lost += 1
+                    return self.read(max_entries, timeout, retried=True)
                 raise LogError(f"journalctl exited {proc.returncode}: {err.strip()[:300]}")
         return events
 
