@@ -30,15 +30,19 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--cycles", type=int, default=1000)
     p.add_argument("--interval", type=float, default=0.05, help="seconds between cycles")
     p.add_argument("--json", action="store_true")
+    p.add_argument("--peers-interval", type=float, default=0.0,
+                   help="follow Postfix's log every N seconds ([peers] interval; 0: the default)")
     args = p.parse_args(argv)
     samples: list[tuple[int, int]] = []  # (cycles done, RSS KiB)
     started = time.monotonic()
     with running_stack() as stack:
         prom = stack.base / "postfix_certwatch.prom"
-        cfg = stack.write_config(
-            daemon={"probe_interval": args.interval, "expiry_interval": 3600,
-                    "watch_interval": 1, "jitter": 0.01},
-            metrics={"textfile": str(prom)})
+        daemon: dict[str, object] = {"probe_interval": args.interval, "expiry_interval": 3600,
+                                     "watch_interval": 1, "jitter": 0.01}
+        metrics: dict[str, object] = {"textfile": str(prom)}
+        cfg = stack.write_config(daemon=daemon, metrics=metrics, peers={
+            "interval": args.peers_interval}) if args.peers_interval else stack.write_config(
+            daemon=daemon, metrics=metrics)
         with running_daemon(cfg) as d:
             d.wait_event("ready", timeout=60)
             deadline = time.monotonic() + args.cycles * (args.interval + 1.0) + 60
@@ -68,6 +72,7 @@ def main(argv: list[str] | None = None) -> int:
         "rss_steady_mb": round(statistics.median(steady) / 1024, 1),
         "rss_max_mb": round(max(kib for _, kib in samples) / 1024, 1),
         "rss_drift_mb": round((statistics.median(last) - statistics.median(warm)) / 1024, 2),
+        "peer_events": sum(e.get("events", 0) for e in d.named("peers")),
     }
     if args.json:
         print(json.dumps(result, indent=2))

@@ -200,6 +200,47 @@ class MetricsConfig:
     """``HOST:PORT`` to serve ``/metrics`` on (e.g. ``127.0.0.1:9469``); empty: none."""
 
 
+class LogSource(StrEnum):
+    """Where ``[peers]`` reads Postfix's log."""
+
+    AUTO = "auto"
+    """``maillog_file`` if Postfix has one, else /var/log/mail.log or /var/log/maillog, else
+    the systemd journal."""
+    FILE = "file"
+    JOURNAL = "journal"
+    OFF = "off"
+
+
+@dataclass(frozen=True)
+class PeersConfig:
+    """What peers see: Postfix's own TLS log lines and TLSRPT reports (daemon, renew-check)."""
+
+    log_source: LogSource = LogSource.AUTO
+    """auto | file | journal | off: see :class:`LogSource`."""
+    log_file: Path | None = None
+    """The mail log to follow; empty: found automatically (see ``log_source``)."""
+    journal_directory: Path | None = None
+    """Read journal files from this directory (``journalctl --directory``); empty: the system
+    journal."""
+    syslog_names: tuple[str, ...] = ("postfix",)
+    """Postfix's ``syslog_name`` values (journal matches ``NAME/smtpd``, ``NAME/smtp``, ...);
+    add e.g. ``postfix-out`` for a second instance."""
+    interval: float = 10.0
+    """Seconds between two reads of the log (and of the report mailbox) by the daemon."""
+    renewal_window: float = 3600.0
+    """Seconds after a deploy in which inbound TLS failures are compared with the 24 h before."""
+    min_failures: int = 3
+    """Failed inbound TLS sessions after a renewal needed (at twice the rate before) for an alert."""
+    domain_table_size: int = 100
+    """Outbound peer domains counted one by one in the metrics; the rest count as ``other``."""
+    tlsrpt_mailbox: Path | None = None
+    """Maildir (a directory with ``new/`` and ``cur/``) or mbox file where TLSRPT reports
+    (``rua=mailto:``) arrive; empty: none."""
+    ignore_clients: tuple[str, ...] = ("127.0.0.1", "::1")
+    """Inbound client addresses that are not peers: our own probes (renew-check's deep probe
+    offers an anonymous cipher on purpose), local monitoring. ``[]``: count every client."""
+
+
 @dataclass(frozen=True)
 class Config:
     """The whole configuration; ``source`` is the file it came from (or None)."""
@@ -213,6 +254,7 @@ class Config:
     dns: DnsConfig = field(default_factory=DnsConfig)
     daemon: DaemonConfig = field(default_factory=DaemonConfig)
     metrics: MetricsConfig = field(default_factory=MetricsConfig)
+    peers: PeersConfig = field(default_factory=PeersConfig)
     source: Path | None = None
 
 
@@ -266,7 +308,8 @@ ZERO_ALLOWED = frozenset({"daemon.jitter", "daemon.renew_random_delay", "probe.w
                           "probe.critical_days"})
 """Numbers for which 0 is meaningful ("no jitter", "no absolute floor"); others must be > 0."""
 MAXIMUM = {"deploy.proof_timeout": 300.0, "postfix.command_timeout": 300.0,
-           "probe.timeout": 300.0, "dns.timeout": 60.0, "deploy.hook_deadline": 3600.0}
+           "probe.timeout": 300.0, "dns.timeout": 60.0, "deploy.hook_deadline": 3600.0,
+           "peers.domain_table_size": 10000, "peers.renewal_window": 7 * 86400.0}
 """Upper bounds: a proof longer than this holds the deploy lock for too long; a probe or
 DNS timeout longer than this outlives any monitoring check."""
 
@@ -288,6 +331,10 @@ def _build_section(cls: type[Any], table: dict[str, Any], path: Path, section: s
         if key.endswith("_fraction") and kwargs[key] >= 1:
             raise ConfigError(f"{where}: expected a fraction below 1 (0.25 = a quarter), "
                               f"got {value!r}")
+        if dotted == "peers.syslog_names" and not all(
+                n.replace("-", "").replace("_", "").replace(".", "").isalnum() for n in value):
+            raise ConfigError(f"{where}: expected syslog names like \"postfix\" (letters, digits, "
+                              f"'-', '_', '.'), got {value!r}")
         if dotted in MAXIMUM and kwargs[key] > MAXIMUM[dotted]:
             raise ConfigError(f"{where}: at most {MAXIMUM[dotted]:g}, got {value!r}")
         if dotted in HOSTS and kwargs[key]:
@@ -335,6 +382,8 @@ def _coerce(hint: Any, value: Any, where: str, *, zero_ok: bool = False) -> Any:
             raise ConfigError(f"{where}: expected true or false, got {value!r}")
         return value
     if hint == tuple[str, ...]:
+        if where.endswith(".ignore_clients") and value == []:
+            return ()
         if not isinstance(value, list) or not all(isinstance(v, str) and v for v in value):
             raise ConfigError(f"{where}: expected a list of non-empty strings, got {value!r}")
         return tuple(value)

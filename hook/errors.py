@@ -13,6 +13,7 @@
     │   ├── LineageError       RENEWED_LINEAGE / --lineage is not a usable lineage
     │   ├── DeployError        [hook.pipeline.lock] the pipeline could not run at all (lock held)
     │   ├── DeadlinePassed     [hook.deadline] the hook ran past deploy.hook_deadline
+    │   ├── LogError           [hook.peers.maillog] Postfix's log (a file, the journal) cannot be read
     │   └── MtaStsError        [daemon.renew_check.mtasts] an MTA-STS policy could not be fetched/parsed
     ├── SMTPProtocolError      [hook.tls.smtp] the peer broke SMTP (garbage, oversized reply, early close)
     ├── DeadlineExceeded       [hook.tls.smtp] the probe's overall deadline passed

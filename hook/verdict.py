@@ -95,6 +95,19 @@ class Code(StrEnum):
     """Refused, but Postfix reads certbot's files in place: new smtpd processes load them."""
     DEPLOY_ROLLBACK_FAILED = "deploy_rollback_failed"
     """The rollback failed too: what Postfix serves is unknown."""
+    # -- what peers see: Postfix's TLS log lines and TLSRPT reports (hook.peers.tlsdiag) --
+    PEER_FAILURES_AFTER_RENEWAL = "peer_failures_after_renewal"
+    """More inbound TLS handshakes fail since a renewal than before it."""
+    PEER_ANONYMOUS_CIPHER = "peer_anonymous_cipher"
+    """Sessions used an anonymous (aNULL) cipher: no certificate was sent or checked."""
+    PEER_UNTRUSTED = "peer_untrusted"
+    """Outbound sessions were Untrusted although the server's certificate can verify."""
+    LOG_UNREADABLE = "log_unreadable"
+    """Postfix's log (file or journal) cannot be read."""
+    TLSRPT_FAILURE = "tlsrpt_failure"
+    """A TLSRPT report (RFC 8460) says senders failed to reach our MX over TLS."""
+    TLSRPT_MISSING = "tlsrpt_missing"
+    """Advice: a domain publishes no ``_smtp._tls`` record, so senders send no reports."""
 
 
 @dataclass(frozen=True)

@@ -8,6 +8,7 @@ Commands::
                                 [--cafile PATH] [--expect-cert PATH]
     renew-check adopt LINEAGE                make Postfix read a bundle the hook owns
     renew-check adopt --undo                 put the main.cf from before adopt back
+    renew-check peers [REPORT...] [--no-dns] what peers saw: the log's last 24 h, TLSRPT
 
 TARGET is HOST:PORT, [IPv6]:PORT or HOST (port 25); port 465 means implicit TLS.
 Output: --json prints one document (schema postfix-certwatch/renew-check/1, see
@@ -121,6 +122,14 @@ def build_parser() -> argparse.ArgumentParser:
     depth.add_argument("--no-deep", dest="probe_no_deep", action="store_true",
                        help="one handshake per target only")
     _add_thresholds(pr, argparse.SUPPRESS)  # given after "probe": same meaning
+    pe = sub.add_parser("peers", help="what peers saw: TLS log lines (24 h) and TLSRPT reports",
+                        description="Postfix's TLS log lines of the last 24 h, the _smtp._tls "
+                        "record of each domain Postfix receives mail for, and TLSRPT reports "
+                        "([peers] tlsrpt_mailbox, and REPORT files: .json, .json.gz or a mail).")
+    _globals(pe, sub=True)
+    pe.add_argument("reports", nargs="*", metavar="REPORT", help="TLSRPT report files")
+    pe.add_argument("--no-dns", dest="peers_dns", action="store_false",
+                    help="skip the _smtp._tls lookups")
     ad = sub.add_parser("adopt", help="switch Postfix to a bundle owned by the deploy hook")
     _globals(ad, sub=True)
     ad.add_argument("lineage", nargs="?", help="lineage directory under live/")
@@ -139,13 +148,9 @@ def main(argv: list[str] | None = None, environ: Mapping[str, str] | None = None
 
     try:
         cfg = config_mod.load(args.config, env)
-        if args.command == "probe":
-            return _probe(args, cfg)
-        if args.command == "adopt":
-            return _adopt(args, cfg)
-        if args.dry_run:
-            return _dry_run(args, cfg)
-        return _check(args, cfg)
+        commands = {"probe": _probe, "adopt": _adopt, "peers": _peers}
+        run = commands.get(args.command) or (_dry_run if args.dry_run else _check)
+        return run(args, cfg)
     except Error as exc:
         _unknown(args, str(exc))
         return RenewCheckExit.UNKNOWN
@@ -223,16 +228,21 @@ def thresholds_for(args: argparse.Namespace, cfg: Config) -> Thresholds:
 def _check(args: argparse.Namespace, cfg: Any) -> int:
     import threading  # noqa: PLC0415
 
-    from daemon.renew_check import render, survey  # noqa: PLC0415
+    from daemon.renew_check import peers, render, survey  # noqa: PLC0415
+    from hook.postfix import postfix_for  # noqa: PLC0415
+    from hook.verdict import worst  # noqa: PLC0415
 
     limits = thresholds_for(args, cfg)
     stages: list[str] = []
-    box: list[survey.Survey | BaseException] = []
+    box: list[tuple[survey.Survey, peers.PeersView] | BaseException] = []
 
     def work() -> None:
         try:
-            box.append(survey.survey(cfg, lineages=args.lineage, deep=args.deep, dns=args.dns,
-                                     thresholds=limits, progress=stages.append))
+            found = survey.survey(cfg, lineages=args.lineage, deep=args.deep, dns=args.dns,
+                                  thresholds=limits, progress=stages.append)
+            stages.append("reading what peers saw (the mail log, TLSRPT reports)")
+            box.append((found, peers.seen_by_peers(
+                cfg, postfix_for(cfg), dns=args.dns and survey.dns_enabled(cfg))))
         except BaseException as exc:  # re-raised below, in the main thread
             box.append(exc)
 
@@ -245,12 +255,35 @@ def _check(args: argparse.Namespace, cfg: Any) -> int:
                  f"deadline, under Nagios' 60 s): still {stages[-1] if stages else 'starting'}; "
                  f"finished: {done}. Try --no-deep or --no-dns, or lower probe.timeout")
         return 3
-    result = box[0]
-    if isinstance(result, BaseException):
-        raise result
-    _print(args, render.survey_json(result),
-           render.survey_text(result, tty=_tty(), thresholds=limits))
-    return result.status.exit_code
+    got = box[0]
+    if isinstance(got, BaseException):
+        raise got
+    result, seen = got
+    status = worst([result.status, seen.status])
+    doc = render.survey_json(result)
+    doc.update(status=status.value, exit_code=status.exit_code, peers=render.peers_json(seen))
+    text = render.survey_text(result, tty=_tty(), thresholds=limits)
+    head, _, rest = text.partition("\n")
+    if status is not result.status:  # the first line is what Nagios shows: it must agree
+        head = status.name + head[len(result.status.name):]
+    summary, bar, perf = head.partition(" |")
+    head = f"{summary}; {render.peers_summary(seen)}{bar}{perf}{render.peers_perfdata(seen)}"
+    _print(args, doc, "\n".join([head, rest, *render.peers_lines(seen)]).replace("\n\n\n", "\n\n"))
+    return status.exit_code
+
+
+def _peers(args: argparse.Namespace, cfg: Any) -> int:
+    from pathlib import Path  # noqa: PLC0415
+
+    from daemon.renew_check import peers, render, survey  # noqa: PLC0415
+    from hook.postfix import postfix_for  # noqa: PLC0415
+
+    seen = peers.seen_by_peers(cfg, postfix_for(cfg), report_files=[Path(r) for r in args.reports],
+                               dns=args.peers_dns and args.dns and survey.dns_enabled(cfg))
+    doc = render.document("peers", seen.status, render.peers_summary(seen),
+                          peers=render.peers_json(seen))
+    _print(args, doc, render.peers_text(seen))
+    return seen.status.exit_code
 
 
 def _probe(args: argparse.Namespace, cfg: Any) -> int:

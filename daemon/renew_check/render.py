@@ -9,7 +9,7 @@ are never removed or renamed within a schema version, only added)::
 
     {
       "schema": "postfix-certwatch/renew-check/1",
-      "command": "check" | "probe" | "dry-run",
+      "command": "check" | "probe" | "dry-run" | "peers",
       "status": "ok" | "warning" | "critical" | "unknown",
       "exit_code": 0 | 1 | 2 | 3,            # Nagios
       "checked_at": "2026-11-26T10:00:00Z",
@@ -44,7 +44,16 @@ are never removed or renamed within a schema version, only added)::
       "lineages": [ {                        # dry-run: the deploy pipeline's report
           "lineage", "status", "outcome", "message", "steps": [..],
           "old_sha256", "new_sha256", "services": [..],
-          "warnings": [..], "notes": [..], "dane": null | {the deploy gate's result} } ]
+          "warnings": [..], "notes": [..], "dane": null | {the deploy gate's result} } ],
+      "peers": null | {                      # check and peers: what peers saw (daemon.renew_check.peers)
+          "status", "source", "log": null | {"hours", "sessions": [{"direction", "level", "count"}],
+              "failures": [{"direction", "failure", "count"}], "failed_inbound_sessions",
+              "failed_inbound_clients", "anonymous_cipher": {"inbound", "outbound"},
+              "untrusted_outbound"},
+          "tlsrpt_records": [{"domain", "security", "record", "rua": [..]}],
+          "reports": [{"organization", "report_id", "start", "end", "policies": [{"policy_type",
+                       "domain", "successful", "failed", "failures": {result_type: n}}]}],
+          "report_totals": {"reports", "sessions", "failures", "errors"}, "problems": [PROBLEM] }
     }
     PROBLEM = {"code": "<hook.verdict.Code>", "status": "...", "detail": "...", "fix": "..."}
 
@@ -62,6 +71,7 @@ from hook.verdict import Problem, Status
 
 if TYPE_CHECKING:
     from daemon.renew_check.dnsstatus import DnsStatus
+    from daemon.renew_check.peers import PeersView
     from daemon.renew_check.survey import CertCheck, Survey
     from hook.pipeline import Report
     from hook.tls import Thresholds, Verdict
@@ -123,12 +133,14 @@ def report_json(report: Report, status: Status) -> dict[str, Any]:
 def document(command: str, status: Status, summary: str, *,
              certificates: Iterable[dict[str, Any]] = (), services: Iterable[dict[str, Any]] = (),
              audit: Iterable[Problem] = (), lineages: Iterable[dict[str, Any]] = (),
-             checked_at: dt.datetime | None = None) -> dict[str, Any]:
+             checked_at: dt.datetime | None = None,
+             peers: dict[str, Any] | None = None) -> dict[str, Any]:
     return {"schema": SCHEMA, "command": command, "status": status.value,
             "exit_code": status.exit_code,
             "checked_at": _iso(checked_at or dt.datetime.now(dt.UTC)), "summary": summary,
             "certificates": list(certificates), "services": list(services),
-            "audit": [problem_json(p) for p in audit], "lineages": list(lineages)}
+            "audit": [problem_json(p) for p in audit], "lineages": list(lineages),
+            "peers": peers}
 
 
 def survey_json(s: Survey) -> dict[str, Any]:
@@ -347,3 +359,90 @@ def dry_run_text(items: Sequence[tuple[Report, Status]], status: Status, *, tty:
             lines.add(Status.OK, f"lineage {report.lineage}", f"would: {step}")
     head = f"{status.name}: dry run of the deploy pipeline for {len(items)} lineage(s)"
     return "\n".join([head, "", *lines.table()] if tty else [head, *lines.plain()])
+
+
+# ------------------------------------------------------------------------------ peers
+def peers_json(v: PeersView) -> dict[str, Any]:
+    """The ``peers`` key: the log's last 24 h, TLSRPT records and reports, findings."""
+    t = v.tally
+    log: dict[str, Any] | None = None
+    if t is not None:
+        log = {"hours": v.hours,
+               "sessions": [{"direction": d, "level": lv, "count": n} for (d, lv), n in
+                            sorted(t.levels.items())],
+               "failures": [{"direction": d, "failure": f, "count": n} for (d, f), n in
+                            sorted(t.failures.items())],
+               "failed_inbound_sessions": t.failed_sessions,
+               "failed_inbound_clients": len(t.failed_clients),
+               "anonymous_cipher": {"inbound": t.anonymous_in_count, "outbound": t.anonymous_out_count},
+               "untrusted_outbound": t.untrusted_out_count}
+    return {"status": v.status.value, "source": v.source, "log": log,
+            "tlsrpt_records": [{"domain": r.domain, "security": r.security.value, "record": r.record,
+                                "rua": list(r.rua)} for r in v.records],
+            "reports": [{"organization": r.organization, "report_id": r.report_id, "start": r.start,
+                         "end": r.end, "policies": [
+                             {"policy_type": p.policy_type, "domain": p.domain,
+                              "successful": p.successful, "failed": p.failed,
+                              "failures": {f.result_type: f.sessions for f in p.failures}}
+                             for p in r.policies]} for r in v.reports],
+            "report_totals": {"reports": v.summary.reports, "sessions": dict(v.summary.sessions),
+                              "failures": dict(v.summary.failures), "errors": v.summary.errors},
+            "problems": [problem_json(p) for p in v.problems]}
+
+
+def peers_summary(v: PeersView) -> str:
+    """One line: what peers saw in the last 24 h and in the reports."""
+    from hook.peers import Direction  # noqa: PLC0415
+
+    parts = []
+    t = v.tally
+    if t is not None:
+
+        parts.append(f"24h in {t.count(Direction.INBOUND)} TLS ({t.failed_sessions} failed from "
+                     f"{len(t.failed_clients)} client(s)), out {t.count(Direction.OUTBOUND)} TLS "
+                     f"({t.failed(Direction.OUTBOUND)} failed, {t.untrusted_out_count} untrusted)")
+    else:
+        parts.append(f"no log ({v.source})")
+    published = sum(1 for r in v.records if r.record)
+    if v.records:
+        parts.append(f"TLSRPT published for {published}/{len(v.records)} domain(s)")
+    if v.summary.reports or v.summary.errors:
+        parts.append(f"{v.summary.reports} report(s), {sum(v.summary.failures.values())} failed "
+                     "session(s) reported")
+    return "; ".join(parts)
+
+
+def peers_perfdata(v: PeersView) -> str:
+    from hook.peers import Direction  # noqa: PLC0415
+
+    t = v.tally
+    if t is None:
+        return ""
+
+    return (f" peers_in_tls={t.count(Direction.INBOUND)} peers_in_failed={t.failed_sessions}"
+            f" peers_out_tls={t.count(Direction.OUTBOUND)} peers_out_failed={t.failed(Direction.OUTBOUND)}"
+            f" tlsrpt_failed={sum(v.summary.failures.values())}")
+
+
+def peers_lines(v: PeersView) -> list[str]:
+    """The short "seen by peers" section for text output."""
+    out = [f"seen by peers ({v.source}): {peers_summary(v)}"]
+    for r in v.records:
+        state = f"{r.record} ({r.security.value})" if r.record else f"none ({r.security.value})"
+        out.append(f"  _smtp._tls.{r.domain}: {state}")
+    for rep in v.reports:
+        failed = sum(p.failed for p in rep.policies)
+        ok = sum(p.successful for p in rep.policies)
+        out.append(f"  report {rep.organization} {rep.end[:10]} {rep.report_id}: {ok} ok, "
+                   f"{failed} failed")
+    for p in v.problems:
+        tag = "advice" if p.status is Status.OK else p.status.value
+        out.append(f"  {tag}: {p.code.value}: {p.detail}" + (f"\n    fix: {p.fix}" if p.fix else ""))
+    return out
+
+
+def peers_text(v: PeersView) -> str:
+    """``renew-check peers``: a Nagios first line (status, summary | perfdata), then the section."""
+    head = f"{v.status.name}: seen by peers: {peers_summary(v)}"
+    perf = peers_perfdata(v)
+    return "\n".join([head + (f" |{perf}" if perf else ""), *peers_lines(v)[1:]])

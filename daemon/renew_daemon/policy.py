@@ -54,13 +54,13 @@ def advance(prev: Check | None, new: Check, now: float, repeat_interval: float
 
 
 WHAT = {Kind.PROBE: "service", Kind.EXPIRY: "certificate", Kind.DEPLOY: "deploy",
-        Kind.POSTFIX: "Postfix configuration"}
+        Kind.POSTFIX: "Postfix configuration", Kind.PEERS: "seen by peers:"}
 
 
 def alert_for(check: Check, reason: Reason, host: str | None = None) -> Alert:
     """The alert to send for ``check``: names host, lineage, service, problem and fix."""
     codes = ", ".join(check.codes) or check.status
-    subject = check.subject if check.kind in (Kind.PROBE, Kind.POSTFIX) else \
+    subject = check.subject if check.kind in (Kind.PROBE, Kind.POSTFIX, Kind.PEERS) else \
         f"lineage {check.subject}"
     if reason is Reason.RESOLVED:
         summary = f"resolved: {WHAT[check.kind]} {subject} is ok again"

@@ -32,6 +32,8 @@ class Kind(StrEnum):
     """The outcome of the deploy hook's last run for a lineage (or of ``certbot renew``)."""
     POSTFIX = "postfix"
     """Whether Postfix's configuration can be read at all (``postconf``)."""
+    PEERS = "peers"
+    """What peers see: Postfix's TLS log lines and TLSRPT reports (daemon.renew_daemon.peers)."""
 
 
 @dataclass

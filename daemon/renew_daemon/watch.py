@@ -40,15 +40,17 @@ from typing import Any
 from apscheduler.executors.pool import ThreadPoolExecutor
 from apscheduler.schedulers.background import BackgroundScheduler
 
-from daemon.renew_daemon import metrics, policy, sources
+from daemon.renew_daemon import metrics, peers_metrics, policy, sources
 from daemon.renew_daemon import state as state_mod
 from daemon.renew_daemon.notify import Notifier
+from daemon.renew_daemon.peers import PeerWatch
 from daemon.renew_daemon.state import Check, DeployInfo, Kind, key_of
 from hook import alert as alert_mod
 from hook.certs import Trust, load_trust
 from hook.config import Config
 from hook.errors import BundleError, ConfigError, Error, PostfixError
 from hook.pipeline import target_for
+from hook.postfix import postfix_for
 from hook.tls import Thresholds, expiry_problems, judge, probe, thresholds_of
 from hook.verdict import Code, Problem, Status, worst
 
@@ -78,6 +80,11 @@ DEPLOY_FIX = {
                         "then 'renew-check adopt {live}' so a bad renewal never reaches "
                         "Postfix again",
 }
+
+
+PEER_PARAMS = ("maillog_file", "myhostname", "smtp_tls_CAfile", "smtp_tls_CApath",
+               "smtpd_tls_exclude_ciphers", "smtp_tls_exclude_ciphers")
+"""Postfix parameters the peers checks read (the log file, and what the findings name)."""
 
 
 def thresholds(config: Config) -> Thresholds:
@@ -119,6 +126,8 @@ class Watcher:
         self.exporter: metrics.Exporter | None = None
         self.summary = "starting"
         self._renew_proc: subprocess.Popen[str] | None = None
+        self.peers = PeerWatch(config, log)
+        self._peer_params_at = 0.0
         self._pending: list[tuple[str, policy.Reason]] = []
         self._batching = 0
         self.scheduler = BackgroundScheduler(
@@ -149,6 +158,7 @@ class Watcher:
             self.scheduler.shutdown(wait=True)
         with self.work:
             self._save()
+            self.peers.close()
         if self.exporter:
             self.exporter.close()
         self.notifier.close()
@@ -170,6 +180,7 @@ class Watcher:
                         if old.metrics.listen else None
                     raise
             self.config, self.trust = config, trust
+            self.peers.config, self.peers.choice, self._peer_params_at = config, None, 0.0
             self.thresholds = thresholds(config)
             self._schedule_regular()
         self.schedule_reprobe(0.0, "reload")
@@ -185,6 +196,7 @@ class Watcher:
             ("probe", d.probe_interval, d.probe_interval * d.jitter, self.probe_all),
             ("expiry", d.expiry_interval, d.expiry_interval * d.jitter, self.check_expiry),
             ("watch", d.watch_interval, d.watch_interval * d.jitter, self.watch),
+            ("peers", self.config.peers.interval, 0.0, self.peers_tick),
         ]
         start = dt.datetime.now(dt.UTC)
         for name, every, jitter, func in jobs:
@@ -514,6 +526,24 @@ class Watcher:
         if new and not history:
             self.schedule_reprobe(0.0, "deploy_record")
 
+    def peers_tick(self) -> None:
+        """Read Postfix's new log lines; judge what peers see (daemon.renew_daemon.peers)."""
+        now = self.clock()
+        if now - self._peer_params_at > 300:  # main.cf rarely changes: postconf every 5 min
+            try:
+                self.peers.set_params(postfix_for(self.config).parameters(*PEER_PARAMS))
+            except PostfixError as exc:
+                self.log.warning("peers", error=f"postconf: {exc}")
+            self._peer_params_at = now
+        events = self.peers.read(now)
+        our_mx = {self.peers.params.get("myhostname", ""), *self.config.deploy.names,
+                  *(n for w in (self.discovery.lineages if self.discovery else ()) for n in w.names)}
+        reports = self.peers.read_reports(now, {n for n in our_mx if n})
+        if events or reports:
+            self.log.info("peers", events=events, reports=reports, source=self.peers.state.source)
+        for check in self.peers.checks(now, self.state.deploys):
+            self._record(check, now)
+
     def renew(self) -> None:
         """Run ``daemon.renew_command`` (certbot renew) and record the outcome.
 
@@ -604,7 +634,8 @@ class Watcher:
     def _publish(self) -> None:
         now = self.clock()
         self.summary = status_line(self.state, self.last_check)
-        self.exposition.update(metrics.families(self.state, now, self.last_check))
+        self.exposition.update([*metrics.families(self.state, now, self.last_check),
+                                *peers_metrics.families(self.peers.state)])
         if self.config.metrics.textfile:
             try:
                 metrics.write_textfile(self.config.metrics.textfile, self.exposition.text())
@@ -617,6 +648,7 @@ class Watcher:
     def _save(self) -> None:
         try:
             state_mod.save(self.config.deploy.state_dir, self.state)
+            self.peers.save()
         except (OSError, Error) as exc:
             self.log.error("state", error=f"cannot save: {exc}")
 

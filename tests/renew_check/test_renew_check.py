@@ -47,7 +47,7 @@ def run_json(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, dict[
 def assert_schema(doc: dict[str, Any]) -> None:
     assert doc["schema"] == "postfix-certwatch/renew-check/1"
     assert set(doc) == {"schema", "command", "status", "exit_code", "checked_at", "summary",
-                        "certificates", "services", "audit", "lineages"}
+                        "certificates", "services", "audit", "lineages", "peers"}
     problems = [*doc["audit"], *(p for c in doc["certificates"] for p in c["problems"]),
                 *(p for s in doc["services"] for p in s["problems"])]
     for p in problems:

@@ -1,0 +1,123 @@
+"""The daemon's peers checks against the real lines of two private Postfix instances
+(tests/harness/peerbed.py): failures after a renewal, seed 000's anonymous-cipher and
+untrusted-outbound diagnoses (and that the printed fix works), metrics, restarts."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+import structlog
+from structlog.testing import capture_logs
+
+from daemon.renew_daemon import metrics, peers_metrics
+from daemon.renew_daemon.notify import Notifier
+from daemon.renew_daemon.watch import Watcher
+from hook import config
+from tests.harness.peerbed import PeerBed, running_peerbed
+
+pytestmark = pytest.mark.stack
+
+
+@pytest.fixture(scope="module")
+def bed() -> Iterator[PeerBed]:
+    with running_peerbed() as b:
+        yield b
+
+
+def make_watcher(bed: PeerBed, state: Path) -> Watcher:
+    cfg = config.Config(postfix=config.PostfixConfig(config_directory=bed.ours.config_dir),
+                        certbot=config.CertbotConfig(config_dir=state / "letsencrypt"),
+                        deploy=config.DeployConfig(state_dir=state, bundle_dir=state / "b"),
+                        peers=config.PeersConfig(min_failures=3, ignore_clients=()))
+    return Watcher(cfg, structlog.get_logger("test"), Notifier({}))
+
+
+def count(bed: PeerBed, text: str) -> int:
+    return bed.maillog.read_text(errors="replace").count(text)
+
+
+def wait_count(bed: PeerBed, text: str, n: int, timeout: float = 20) -> None:
+    deadline = time.monotonic() + timeout
+    while count(bed, text) < n:
+        assert time.monotonic() < deadline, f"{text!r} x{n} not in {bed.maillog}"
+        time.sleep(0.05)
+
+
+def test_failures_after_a_renewal_are_alerted_with_the_renewal_named(bed: PeerBed, tmp_path: Path) -> None:
+    """A deploy record, then three clients' handshakes fail: one alert that says
+    "since the renewal ... at T: 3 inbound STARTTLS failure(s) from 1 client(s), before:
+    0.0 an hour"; a good STARTTLS session is counted, not alerted."""
+    with capture_logs() as logs:
+        w = make_watcher(bed, tmp_path)
+        w.peers_tick()  # opens Postfix's maillog_file (found with postconf), reads its tail
+        assert w.state.checks["peers log"].detail == f"reading {bed.maillog}"
+        w.peers.state.since = time.time() - 3600  # as if the daemon had followed the log for an hour
+        renewal = time.time()
+        (tmp_path / "deploys").mkdir()
+        (tmp_path / "deploys" / "20261202T000000Z-mx.json").write_text(json.dumps(
+            {"time": renewal, "outcome": "deployed", "lineage": "mx.example.test", "message": "ok"}))
+        w.watch()
+        before = count(bed, "SSL_accept error from")
+        bed.inbound_ok()
+        bed.inbound_broken()
+        bed.inbound_broken()
+        bed.inbound_dropped()
+        wait_count(bed, "SSL_accept error from", before + 3)
+        wait_count(bed, "lost connection after STARTTLS", 3)
+        w.peers_tick()
+        check = w.state.checks["peers renewal mx.example.test"]
+        assert (check.status, check.codes) == ("warning", ("peer_failures_after_renewal",))
+        assert check.detail.startswith("since the renewal of mx.example.test at ")
+        assert check.detail.endswith(": 3 inbound STARTTLS failure(s) from 1 client(s), "
+                                     "before: 0.0 an hour")
+        alerts = [e for e in logs if e["event"] == "alert"]
+        assert [a["problem"] for a in alerts] == ["peer_failures_after_renewal"]
+        assert "mx.example.test" in alerts[0]["summary"]
+        w.peers_tick()  # nothing new: no second alert
+        assert len([e for e in logs if e["event"] == "alert"]) == 1
+        exposition = metrics.Exposition()  # served beside the other metrics, as the daemon does
+        exposition.update(peers_metrics.families(w.peers.state))
+        text = exposition.text()
+        assert 'postfix_certwatch_peer_tls_failures_total{direction="inbound",failure="handshake"}' in text
+        assert 'peer_tls_sessions_total{direction="inbound",level="anonymous"}' in text
+        lines = w.peers.state.lines
+        w.stop()
+    again = make_watcher(bed, tmp_path)  # a restart: the position is kept, nothing read twice
+    again.peers_tick()
+    assert again.peers.state.lines == lines
+    again.peers.close()
+
+
+def test_seed_000_diagnoses_and_the_fix_works(bed: PeerBed, tmp_path: Path) -> None:
+    """An aNULL client: peer_anonymous_cipher with the exact postconf line; applying it
+    makes Postfix refuse that client (SSL_accept error). Untrusted outbound with
+    smtp_tls_CAfile/CApath unset: peer_untrusted with the smtp_tls_CAfile line."""
+    w = make_watcher(bed, tmp_path)
+    w.peers_tick()
+    bed.inbound_anonymous()
+    wait_count(bed, "with cipher ADH-", 1)
+    bed.send_out("may")
+    bed.wait_for("Untrusted TLS connection established to")
+    w.peers_tick()
+    check = w.state.checks["peers tls"]
+    assert set(check.codes) == {"peer_anonymous_cipher", "peer_untrusted"}
+    assert "postconf -e 'smtpd_tls_exclude_ciphers = aNULL' && postfix reload" in check.action
+    assert "postconf -e 'smtp_tls_CAfile = " in check.action
+    assert "smtp_tls_CAfile and smtp_tls_CApath are unset" in check.detail
+    anon_before = count(bed, "with cipher ADH-")
+    errors_before = count(bed, "SSL_accept error from")
+    subprocess.run(["postconf", "-c", str(bed.ours.config_dir), "-e",
+                    "smtpd_tls_exclude_ciphers = aNULL"], check=True)
+    time.sleep(2.1)  # Postfix stalls on a main.cf younger than 2 s
+    bed.ours.reload()
+    bed.inbound_anonymous()
+    wait_count(bed, "SSL_accept error from", errors_before + 1)
+    assert count(bed, "with cipher ADH-") == anon_before
+    bed.ours.reset_main("smtpd_tls_exclude_ciphers")
+    bed.ours.reload()
+    w.peers.close()
