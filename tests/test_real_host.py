@@ -327,11 +327,11 @@ def test_lifecycle_on_a_booted_debian_host(bed: Bed, capsys: pytest.CaptureFixtu
     samples = metrics(host)
     failed = [v for k, v in samples.items() if k.startswith("postfix_certwatch_deploy_failed")]
     assert failed and max(failed) == 1.0, samples
-    # the worst problem first: the refusal, a warning while the served leaf has time left
-    # (README "A renewal the hook refused"; critical once it nears expiry)
-    assert status.startswith(f"WARNING {NAME}: deploy_refused"), status
+    # the worst problem first: the refusal, critical (certbot will not retry by itself),
+    # as the hook's alert mail says
+    assert status.startswith(f"CRITICAL {NAME}: deploy_refused"), status
     deploy = f'postfix_certwatch_check_status{{check="deploy",subject="{NAME}",lineage="{NAME}"}}'
-    assert samples[deploy] == 1.0, samples  # 0 ok, 1 warning, 2 critical
+    assert samples[deploy] == 2.0, samples  # 0 ok, 1 warning, 2 critical
     print("REALHOST metrics after the refused renewal: " + "; ".join(
         f"{k} {v:g}" for k, v in samples.items() if "deploy" in k or "check_status" in k))
     t.lap("bad renewal refused + alert mail + status")

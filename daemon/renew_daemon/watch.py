@@ -54,10 +54,11 @@ from hook.postfix import postfix_for
 from hook.tls import Thresholds, expiry_problems, judge, probe, thresholds_of
 from hook.verdict import Code, Problem, Status, worst
 
-FAILED_DEPLOYS = {"refused": Status.WARNING, "rolled_back": Status.WARNING,
-                  "rollback_failed": Status.CRITICAL, "refused_in_place": Status.CRITICAL}
-"""Deploy outcomes that leave a renewal on disk undeployed, and their status when the
-certificate Postfix still serves is unknown (else it follows that certificate's expiry)."""
+FAILED_DEPLOYS = frozenset({"refused", "rolled_back", "rollback_failed", "refused_in_place"})
+"""Deploy outcomes that leave a renewal on disk undeployed: always critical. certbot now
+counts the lineage as renewed and will not try again until the refused certificate is
+due, long after the one Postfix still serves has expired: nothing heals by itself (the
+hook's alert mail says CRITICAL for the same reason)."""
 SERVED_UNKNOWN = frozenset({"rollback_failed", "refused_in_place"})
 """Failed deploys after which what Postfix serves is unknown: a failed rollback, or
 certbot's files read in place (new smtpd processes load the refused files)."""
@@ -390,25 +391,22 @@ class Watcher:
 
     def _judge_deploy(self, name: str, now: float, refusal: DeployInfo | None) -> None:
         """The ``deploy`` check of a lineage: ok, or "renewal not deployed" (one check, not a
-        ``stale`` per service) with a severity that follows the certificate still served."""
+        ``stale`` per service; critical: see :data:`FAILED_DEPLOYS`), saying when the
+        certificate Postfix still serves expires."""
         info = self.state.deploys.get(name, DeployInfo())
         if refusal is None:
             self._record(Check(Kind.DEPLOY, name, status=Status.OK.value, detail=info.message,
                                lineage=name, last_run=now, last_ok=info.time), now)
             return
-        status = FAILED_DEPLOYS[refusal.outcome]
         detail = f"renewal not deployed: {refusal.message}"
         served = self._served(name, refusal.old_sha256)
         if served is not None and refusal.outcome not in SERVED_UNKNOWN:
-            not_before, not_after = served
-            when = dt.datetime.fromtimestamp(now, dt.UTC)
-            start, end = (dt.datetime.fromtimestamp(t, dt.UTC) for t in (not_before, not_after))
-            soon = when >= end or bool(expiry_problems(start, end, when, self.thresholds, name))
-            status = Status.CRITICAL if soon else Status.WARNING
+            _, not_after = served
+            end = dt.datetime.fromtimestamp(not_after, dt.UTC)
             detail += (f"; the certificate Postfix served last expires {end:%Y-%m-%d %H:%M} "
                        f"UTC ({(not_after - now) / 86400:.1f} days left)")
         live = self.config.certbot.config_dir / "live" / name
-        self._record(Check(Kind.DEPLOY, name, status=status.value,
+        self._record(Check(Kind.DEPLOY, name, status=Status.CRITICAL.value,
                            codes=(DEPLOY_CODES[refusal.outcome].value,), detail=detail,
                            action=DEPLOY_FIX[refusal.outcome].format(live=live), lineage=name,
                            last_run=now, last_ok=info.last_success), now)

@@ -66,11 +66,11 @@ def test_failed_deploy_record_alerts_once_and_history_is_not_news(
     assert len([e for e in logs if e["event"] == "alert"]) == 1
 
 
-def test_refusal_severity_follows_the_served_certificate(
+def test_refusal_is_critical_and_says_when_the_served_certificate_expires(
         watcher: tuple[Watcher, list[MutableMapping[str, Any]]]) -> None:
-    """A refused renewal is one ``deploy_refused`` check: a warning while the certificate
-    Postfix still serves has time, critical once that one is expiring soon; its action
-    is to fix what the hook said and re-run it, not a reload."""
+    """A refused renewal is one critical ``deploy_refused`` check (certbot will not retry:
+    nothing heals by itself), whose detail says how long the certificate Postfix still
+    serves lasts; its action is to fix what the hook said and re-run it, not a reload."""
     w, _ = watcher
     now = w.clock()
     served = Check(Kind.PROBE, "127.0.0.1:25/starttls", status="ok", lineage="mx.example.org",
@@ -82,7 +82,7 @@ def test_refusal_severity_follows_the_served_certificate(
     w.state.deploys["mx.example.org"] = info
     w._judge_deploy("mx.example.org", now, info)
     check = w.state.checks["deploy mx.example.org"]
-    assert (check.status, check.codes) == ("warning", ("deploy_refused",))
+    assert (check.status, check.codes) == ("critical", ("deploy_refused",))
     assert check.detail.startswith("renewal not deployed: refused: the key does not match")
     assert "(30.0 days left)" in check.detail
     assert "postfix-deploy-hook --lineage" in check.action and "postfix reload" not in check.action
