@@ -30,7 +30,9 @@ class Alert:
     lineage: str = ""
     service: str = ""
     detail: str = ""
-    host: str = field(default_factory=socket.getfqdn)
+    host: str = field(default_factory=socket.gethostname)
+    """The machine's own name (``gethostname``: no resolver lookup, which could stall an
+    alert when DNS is what broke)."""
     severity: str = "critical"
 
     def subject(self) -> str:

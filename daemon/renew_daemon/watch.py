@@ -111,7 +111,7 @@ class Watcher:
         self.notifier = notifier
         self.clock = clock
         self.thresholds = thresholds(config)
-        self.host = socket.getfqdn()
+        self.host = socket.gethostname()  # no resolver lookup (see hook.alert.Alert.host)
         self.state, note = state_mod.load(config.deploy.state_dir)
         if note:
             log.warning("state", note=note)
