@@ -177,12 +177,15 @@ def deploy_records(host: Host) -> list[dict[str, object]]:
 
 
 def metrics(host: Host) -> dict[str, float]:
-    """The textfile's samples, ``name{labels}`` -> value."""
+    """The textfile's samples, read with prometheus_client's own parser: ``name{labels}``
+    (labels sorted by name) -> value."""
+    from prometheus_client.parser import text_string_to_metric_families  # noqa: PLC0415
+
     out = {}
-    for line in host.read(TEXTFILE).splitlines():
-        if line and not line.startswith("#"):
-            key, _, value = line.rpartition(" ")
-            out[key] = float(value)
+    for family in text_string_to_metric_families(host.read(TEXTFILE)):
+        for sample in family.samples:
+            labels = ",".join(f'{k}="{v}"' for k, v in sorted(sample.labels.items()))
+            out[f"{sample.name}{{{labels}}}" if labels else sample.name] = sample.value
     return out
 
 
@@ -330,7 +333,7 @@ def test_lifecycle_on_a_booted_debian_host(bed: Bed, capsys: pytest.CaptureFixtu
     # the worst problem first: the refusal, critical (certbot will not retry by itself),
     # as the hook's alert mail says
     assert status.startswith(f"CRITICAL {NAME}: deploy_refused"), status
-    deploy = f'postfix_certwatch_check_status{{check="deploy",subject="{NAME}",lineage="{NAME}"}}'
+    deploy = f'postfix_certwatch_check_status{{check="deploy",lineage="{NAME}",subject="{NAME}"}}'
     assert samples[deploy] == 2.0, samples  # 0 ok, 1 warning, 2 critical
     print("REALHOST metrics after the refused renewal: " + "; ".join(
         f"{k} {v:g}" for k, v in samples.items() if "deploy" in k or "check_status" in k))
