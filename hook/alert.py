@@ -31,8 +31,8 @@ class Alert:
     service: str = ""
     detail: str = ""
     host: str = field(default_factory=socket.gethostname)
-    """The machine's own name (``gethostname``: no resolver lookup, which could stall an
-    alert when DNS is what broke)."""
+    """The mail server's name: the callers pass :func:`hook.postfix.host_name` (Postfix's
+    ``myhostname``); the default is the machine's own name, never a resolver lookup."""
     severity: str = "critical"
 
     def subject(self) -> str:

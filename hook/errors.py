@@ -12,7 +12,7 @@
     │   ├── PostfixError       a postfix/postconf command failed (carries its output)
     │   ├── LineageError       RENEWED_LINEAGE / --lineage is not a usable lineage
     │   ├── DeployError        [hook.pipeline.lock] the pipeline could not run at all (lock held)
-    │   ├── DeadlinePassed     [hook.deadline] the hook ran past deploy.hook_deadline
+    │   ├── DeadlinePassed     [hook.deploy_hook.deadline] past deploy.hook_deadline
     │   ├── LogError           [hook.peers.maillog] Postfix's log (a file, the journal) cannot be read
     │   └── MtaStsError        [daemon.renew_check.mtasts] an MTA-STS policy could not be fetched/parsed
     ├── SMTPProtocolError      [hook.tls.smtp] the peer broke SMTP (garbage, oversized reply, early close)

@@ -329,7 +329,13 @@ if [ "$VENV" = 1 ]; then
     # Offline: the wheels of this version and of every dependency, no index at all.
     "${pip[@]}" --no-index --find-links "$WHEELHOUSE" postfix-certwatch
   else
-    "${pip[@]}" .
+    # From a clean copy of the source: setuptools builds in ./build, which keeps modules a
+    # newer version moved or removed and would ship them again.
+    src=$(mktemp -d)
+    tar -C . --exclude=./.git --exclude=./.venv --exclude=./build --exclude='*.egg-info' \
+        -cf - . | tar -C "$src" -xf -
+    "${pip[@]}" "$src"
+    rm -rf "$src"
   fi
   say "venv         $PREFIX (Python $(py_version "$PREFIX/bin/python"), postfix-certwatch" \
       "$("$PREFIX/bin/python" -c 'import hook; print(hook.__version__)'))"

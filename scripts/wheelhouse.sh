@@ -18,6 +18,11 @@ trap 'rm -rf "$tmp"' EXIT
 "$PY" -m venv "$tmp/venv"
 # --use-pep517: sdnotify is a source distribution only; without it pip tries the
 # legacy "setup.py bdist_wheel", which needs the wheel package the venv does not have.
-"$tmp/venv/bin/pip" wheel -q --disable-pip-version-check --use-pep517 --wheel-dir "$OUT" .
+# From a clean copy of the source: setuptools builds in ./build, which keeps modules a
+# newer version moved or removed and would ship them again.
+mkdir "$tmp/src"
+tar -C . --exclude=./.git --exclude=./.venv --exclude=./build --exclude='*.egg-info' -cf - . |
+  tar -C "$tmp/src" -xf -
+"$tmp/venv/bin/pip" wheel -q --disable-pip-version-check --use-pep517 --wheel-dir "$OUT" "$tmp/src"
 echo "wheelhouse.sh: $(ls "$OUT" | wc -l) wheels in $OUT for Python $("$PY" -c 'import sys; print("%d.%d" % sys.version_info[:2])'):" >&2
 ls "$OUT" >&2

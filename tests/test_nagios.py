@@ -182,7 +182,10 @@ def test_documented_nagios_commands_parse(module_stack: Stack) -> None:
         # the survey is CRITICAL here (the harness Postfix accepts anonymous ciphers)
         rc, out, err = run(argv, env={"POSTFIX_CERTWATCH_CONFIG": str(module_stack.config_file)})
         assert_consistent(rc, out)
-        assert out.perfdata and all(p.label.endswith(("time", "days_left")) for p in out.perfdata)
+        # times and days left; the survey adds what peers saw (counts, no thresholds)
+        assert any(p.label.endswith(("time", "days_left")) for p in out.perfdata)
+        assert all(p.label.endswith(("time", "days_left")) or
+                   p.label.startswith(("peers_", "tlsrpt_")) for p in out.perfdata), out.perfdata
         if name == "check_postfix_tls":
             assert (rc, out.perf("days_left").warn, out.perf("days_left").crit) == (0, "20:", "10:")
         assert out.long_text, err  # the details follow the status line

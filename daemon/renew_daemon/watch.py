@@ -29,7 +29,6 @@ import errno
 import fcntl
 import os
 import random
-import socket
 import subprocess
 import threading
 import time
@@ -50,7 +49,7 @@ from hook.certs import Trust, load_trust
 from hook.config import Config
 from hook.errors import BundleError, ConfigError, Error, PostfixError
 from hook.pipeline import target_for
-from hook.postfix import postfix_for
+from hook.postfix import host_name, postfix_for
 from hook.tls import Thresholds, expiry_problems, judge, probe, thresholds_of
 from hook.verdict import Code, Problem, Status, worst
 
@@ -111,7 +110,7 @@ class Watcher:
         self.notifier = notifier
         self.clock = clock
         self.thresholds = thresholds(config)
-        self.host = socket.gethostname()  # no resolver lookup (see hook.alert.Alert.host)
+        self.host = host_name(config)  # Postfix's myhostname, never a resolver lookup
         self.state, note = state_mod.load(config.deploy.state_dir)
         if note:
             log.warning("state", note=note)

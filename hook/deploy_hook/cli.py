@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING
 
 from hook import config as config_mod
 from hook import log as log_mod
-from hook.deadline import DeadlinePassed, Watch, deadline
+from hook.deploy_hook.deadline import DeadlinePassed, Watch, deadline
 from hook.errors import ConfigError, Error, LineageError
 from hook.exits import DeployHookExit
 
@@ -219,9 +219,12 @@ def _alert(cfg: config_mod.Config, report: Report, live: str) -> list[str]:
                         *(f"publish: {line}" for line in publish_lines(report)),
                         f"old leaf sha256: {report.old_sha256}",
                         f"new leaf sha256: {report.new_sha256}"])
+    from hook.postfix import host_name  # noqa: PLC0415
+
     deliveries = alert_mod.send(alert_mod.Alert(summary=summary, problem=outcome,
                                                 action=ACTIONS[outcome].format(live=live),
-                                                lineage=report.lineage, detail=detail),
+                                                lineage=report.lineage, detail=detail,
+                                                host=host_name(cfg)),
                                 cfg.alert)
     return [f"{d.channel}: {'ok' if d.ok else 'FAILED'} {d.detail}" for d in deliveries]
 
@@ -237,10 +240,12 @@ def _alert_internal(loaded: list[config_mod.Config], args: argparse.Namespace,
 
         live = str(args.lineage or env.get("RENEWED_LINEAGE", "") or "?")
         name = os.path.basename(os.path.normpath(live))
+        from hook.postfix import host_name  # noqa: PLC0415
+
         deliveries = alert_mod.send(alert_mod.Alert(
             summary=f"deploy hook for {name} stopped with an internal error",
             problem="error", action=ACTIONS["error"].format(live=live), lineage=name,
-            detail=error), loaded[0].alert)
+            detail=error, host=host_name(loaded[0])), loaded[0].alert)
     except Exception as exc:  # an alert must never hide the original error
         return [f"alert: FAILED {type(exc).__name__}: {exc}"]
     return [f"{d.channel}: {'ok' if d.ok else 'FAILED'} {d.detail}" for d in deliveries]

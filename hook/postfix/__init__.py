@@ -3,7 +3,7 @@
 What other packages use:
 
 - the instance (``instance``): :class:`Postfix` (``postconf`` queries, ``postfix
-  check/reload``, ``postmap``; built from the config by :func:`postfix_for`),
+  check/reload``, ``postmap``; built from the config by :func:`postfix_for`), :func:`host_name` (for alerts),
   :func:`protect_db` (an SNI table's permissions), the :class:`Service` entries of
   master.cf, :func:`tls_level` (a service's effective STARTTLS level, from
   :data:`TLS_LEVEL_PARAMS`), :func:`run_on_pty` (a Postfix command whose errors reach
@@ -24,6 +24,7 @@ from hook.postfix.instance import (
     CommandResult,
     Postfix,
     Service,
+    host_name,
     postfix_for,
     protect_db,
     run_on_pty,
@@ -78,6 +79,7 @@ __all__ = [
     "effective_files",
     "faces_port_25",
     "files_of",
+    "host_name",
     "merged",
     "own_files",
     "postfix_for",

@@ -255,6 +255,17 @@ def postfix_for(config: Config) -> Postfix:
                    config.postfix.probe_host, config.postfix.command_timeout)
 
 
+def host_name(config: Config) -> str:
+    """The name this mail server goes by, for alerts: Postfix's ``myhostname`` (what peers
+    see in its greeting), else the machine's own name. Never a resolver lookup, which
+    could stall an alert when DNS is what broke."""
+    with contextlib.suppress(PostfixError):
+        name = postfix_for(config).parameters("myhostname").get("myhostname", "")
+        if name:
+            return name
+    return socket.gethostname()
+
+
 def protect_db(path: Path, mode: int, gid: int | None) -> None:
     """``postmap -F`` copies the key files (base64) into the table, and the table gets the
     source file's mode (often 0644): make it as private as a key (``fchmod`` on an

@@ -176,7 +176,7 @@ def test_refused_renewal_is_one_deploy_check_not_stale(pebble: Pebble,
     """Staged mode: a renewal whose key does not match its certificate is refused by the
     hook, so Postfix rightly keeps serving the previous certificate. The daemon expects
     that leaf (no ``stale``, no "postfix reload" advice, also once ``settle_delay`` has
-    passed) and raises one ``deploy_refused`` check for the lineage, a warning naming the
+    passed) and raises one ``deploy_refused`` check for the lineage, critical, naming the
     hook's message and the command to re-run, alerted once; the metric shows it."""
     settle = 2.0
     with staged_bed(pebble, daemon={**FAST, "settle_delay": settle}) as bed:
