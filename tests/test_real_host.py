@@ -17,7 +17,8 @@ import shutil
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
+from collections import Counter
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -178,15 +179,20 @@ def deploy_records(host: Host) -> list[dict[str, object]]:
 
 def metrics(host: Host) -> dict[str, float]:
     """The textfile's samples, read with prometheus_client's own parser: ``name{labels}``
-    (labels sorted by name) -> value."""
+    (labels sorted by name, see :func:`sample`) -> value."""
     from prometheus_client.parser import text_string_to_metric_families  # noqa: PLC0415
 
     out = {}
     for family in text_string_to_metric_families(host.read(TEXTFILE)):
-        for sample in family.samples:
-            labels = ",".join(f'{k}="{v}"' for k, v in sorted(sample.labels.items()))
-            out[f"{sample.name}{{{labels}}}" if labels else sample.name] = sample.value
+        for s in family.samples:
+            out[sample(s.name, **s.labels)] = s.value
     return out
+
+
+def sample(name: str, **labels: str) -> str:
+    """The key of a sample in :func:`metrics`."""
+    inner = ",".join(f'{k}="{v}"' for k, v in sorted(labels.items()))
+    return f"{name}{{{inner}}}" if labels else name
 
 
 def test_lifecycle_on_a_booted_debian_host(bed: Bed, capsys: pytest.CaptureFixture[str]) -> None:
@@ -333,7 +339,7 @@ def test_lifecycle_on_a_booted_debian_host(bed: Bed, capsys: pytest.CaptureFixtu
     # the worst problem first: the refusal, critical (certbot will not retry by itself),
     # as the hook's alert mail says
     assert status.startswith(f"CRITICAL {NAME}: deploy_refused"), status
-    deploy = f'postfix_certwatch_check_status{{check="deploy",lineage="{NAME}",subject="{NAME}"}}'
+    deploy = sample("postfix_certwatch_check_status", check="deploy", subject=NAME, lineage=NAME)
     assert samples[deploy] == 2.0, samples  # 0 ok, 1 warning, 2 critical
     print("REALHOST metrics after the refused renewal: " + "; ".join(
         f"{k} {v:g}" for k, v in samples.items() if "deploy" in k or "check_status" in k))
@@ -479,3 +485,238 @@ def test_resource_limits_cannot_be_enforced_here(bed: Bed) -> None:
                     f"memory and pids on cgroup v1), so systemd accepts the settings and a "
                     f"unit gets no memory.max/pids.max")
     assert probe == [str(64 * 1024 * 1024), "8"], probe
+
+
+# ------------------------------------------------------------------ the journal source
+JOURNAL_CONFIG = CONFIG + """
+[peers]
+ignore_clients = []
+interval = 1.0
+"""
+STATE = "/var/lib/postfix-certwatch"
+CLIENTS = f"{SRC}/tests/harness/host_clients.py"
+"""TLS clients run inside the container with the installed venv's Python."""
+COUNT_TLS = r"""
+import json, re, subprocess, sys
+# The TLS lines of Postfix's smtpd processes (any syslog_name) in the journal after a
+# realtime (microseconds), counted with a regex of our own: not the product's parser.
+tls = re.compile(r"TLS connection established from|SSL_accept error from|"
+                 r"TLS library problem|lost connection after STARTTLS from")
+out = subprocess.run(["journalctl", "-o", "json", "--no-pager", "--since", "@" + sys.argv[1]],
+                     capture_output=True, text=True, check=True).stdout
+n, last = 0, ""
+for line in out.splitlines():
+    e = json.loads(line)
+    ident = e.get("SYSLOG_IDENTIFIER", "")
+    if (ident.startswith("postfix/") and ident.endswith("/smtpd") and
+            int(e["__REALTIME_TIMESTAMP"]) > int(float(sys.argv[1]) * 1e6) and
+            isinstance(e.get("MESSAGE"), str) and tls.search(e["MESSAGE"])):
+        n, last = n + 1, e["__CURSOR"]
+print(n, last)
+"""
+
+
+def clients(host: Host, *kinds: str, port: int = 25) -> None:
+    host.run("/opt/postfix-certwatch/bin/python", CLIENTS, "127.0.0.1", str(port), *kinds)
+
+
+def tls_entries_since(host: Host, when: float) -> tuple[int, str]:
+    """Postfix's smtpd TLS entries in the journal after ``when`` (epoch seconds), and the
+    cursor of the last."""
+    n, _, cursor = host.run("python3", "-c", COUNT_TLS, f"{when:.6f}").stdout.strip().partition(" ")
+    return int(n), cursor
+
+
+def wait_tls(host: Host, since: float, n: int, timeout: float = 15.0) -> None:
+    """Wait until the journal holds ``n`` smtpd TLS entries after ``since``."""
+    deadline = time.monotonic() + timeout
+    while (got := tls_entries_since(host, since)[0]) != n:
+        assert got < n and time.monotonic() < deadline, f"{got} TLS entries in the journal, not {n}"
+        time.sleep(0.2)
+
+
+def clock(host: Host) -> float:
+    return float(host.run("date", "+%s.%N").stdout)
+
+
+def peers_state(host: Host) -> dict[str, object]:
+    return dict(json.loads(host.read(f"{STATE}/peers.json")))
+
+
+def events_total(host: Host) -> float:
+    return metrics(host).get("postfix_certwatch_peer_tls_events_total", -1.0)
+
+
+def wait_events(host: Host, want: Callable[[], int], timeout: float = 20.0) -> int:
+    """Wait until the metrics textfile says the daemon read as many TLS events as
+    ``want()`` counts in the journal; fail if it goes past it (counted twice)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        expected = want()
+        got = events_total(host)
+        if got == expected:
+            return expected
+        assert got < expected, f"the daemon counted {got:g} TLS events, {expected} in the journal"
+        assert time.monotonic() < deadline, f"the daemon counted {got:g}, not {expected}"
+        time.sleep(0.3)
+
+
+def peers_view(host: Host) -> dict[str, object]:
+    out = host.run("renew-check", "peers", "--json", "--no-dns", check=False)
+    return dict(json.loads(out.stdout)["peers"])
+
+
+def _log_counts(view: dict[str, object]) -> Counter[str]:
+    log = view["log"]
+    assert isinstance(log, dict), view
+    counts: Counter[str] = Counter()
+    for s in log["sessions"]:
+        counts[f"{s['direction']} {s['level']}"] += s["count"]
+    for f in log["failures"]:
+        counts[f"{f['direction']} {f['failure']}"] += f["count"]
+    counts["failed sessions"] = log["failed_inbound_sessions"]
+    return counts
+
+
+def _journal_bed(host: Host) -> None:
+    """The product installed, Postfix serving a certbot lineage through the bundle with
+    TLS logging on, the daemon stopped with no peers.json: after the lifecycle test's
+    --uninstall (it keeps config, state and bundles) or alone on a fresh boot."""
+    if host.run("test", "-x", "/opt/postfix-certwatch/bin/renew-daemon", check=False).returncode:
+        host.run("bash", f"{SRC}/scripts/install.sh", "--wheelhouse", WHEELS)
+    if host.run("test", "-e", f"{LIVE}/cert.pem", check=False).returncode:
+        host.run("certbot", "certonly", "--non-interactive", "--agree-tos",
+                 "--register-unsafely-without-email", "--standalone",
+                 "--server", "https://127.0.0.1:14000/dir", "-d", NAME, timeout=120)
+        host.run("postconf", "-e", f"smtpd_tls_cert_file = {LIVE}/fullchain.pem",
+                 f"smtpd_tls_key_file = {LIVE}/privkey.pem", "smtpd_tls_loglevel = 1",
+                 "smtpd_tls_exclude_ciphers = aNULL", "smtpd_tls_protocols = >=TLSv1.2")
+        host.run("systemctl", "reload", "postfix")
+        host.run("renew-check", "adopt", LIVE)
+    host.sh(f"grep -q '^renew_before_expiry' {RENEWAL_CONF} || "
+            f"sed -i '1i renew_before_expiry = 100 days' {RENEWAL_CONF}")
+    # Debian's Postfix under systemd logs through /dev/log to journald, and only there
+    assert host.run("postconf", "-h", "maillog_file").stdout.strip() == ""
+    for path in ("/usr/sbin/rsyslogd", "/usr/sbin/syslog-ng", "/var/log/mail.log", "/var/log/maillog"):
+        assert host.run("test", "-e", path, check=False).returncode != 0, path
+    assert host.run("readlink", "/dev/log").stdout.strip() == "/run/systemd/journal/dev-log"
+    host.write("/etc/postfix-certwatch/config.toml", JOURNAL_CONFIG)
+    host.run("mkdir", "-p", "/var/lib/prometheus/node-exporter")
+    host.write(f"/etc/systemd/system/{UNIT}.d/20-test-bed.conf", TEST_DROPIN)
+    host.run("systemctl", "daemon-reload")
+    host.run("rm", "-f", f"{STATE}/peers.json")
+
+
+def _journal_renew_check(host: Host) -> None:
+    """renew-check peers --json: the source is the journal, and it counts exactly the
+    sessions made inside: a good STARTTLS on 25 and on 587 (submission, syslog_name
+    postfix/submission), a client gone mid-handshake, an aNULL-only client."""
+    before = _log_counts(peers_view(host))
+    start = clock(host)
+    clients(host, "ok", "dropped", "anon")
+    clients(host, "ok", port=587)
+    wait_tls(host, start, 7)
+    view = peers_view(host)
+    assert view["source"] == "the systemd journal", view
+    got = _log_counts(view)
+    got.subtract(before)
+    assert +got == Counter({"inbound anonymous": 2, "inbound handshake": 2,
+                            "inbound lost_after_starttls": 2, "inbound tls_library": 1,
+                            "failed sessions": 2}), (got, view)
+
+
+def _journal_cursor(host: Host) -> None:
+    """The unit follows the journal (its first read: the last 24 h); stopped, it misses
+    nothing: started again it counts exactly what was logged meanwhile, once."""
+    host.run("systemctl", "enable", "--now", UNIT, timeout=120)
+    total = wait_events(host, lambda: tls_entries_since(host, 0)[0])
+    samples = metrics(host)
+    log_check = [v for k, v in samples.items() if 'check="peers"' in k and 'subject="log"' in k]
+    assert log_check == [0.0], samples  # "reading the systemd journal", inside the sandbox
+    host.run("systemctl", "stop", UNIT)
+    stopped = events_total(host)
+    state = peers_state(host)
+    assert (state["lines"], state["source"]) == (stopped, "journal") and state["cursor"], state
+    start = clock(host)
+    clients(host, "dropped", "dropped", "anon")
+    wait_tls(host, start, 7)
+    host.run("systemctl", "start", UNIT, timeout=120)
+    # the 7 made while stopped, then whatever the daemon's own start-up probes logged
+    now = wait_events(host, lambda: int(stopped) + tls_entries_since(host, start)[0])
+    print(f"REALHOST journal: first read {total} TLS entries; stopped at {stopped:g}; "
+          f"7 made while stopped; after the start {now} (its own probes: {now - stopped - 7:g})")
+
+
+def _journal_rotate(host: Host) -> None:
+    """journalctl --rotate while it runs; then, stopped, a rotation and a vacuum that
+    delete the file holding its cursor: started again it counts what is left, once."""
+    base = events_total(host)
+    host.run("journalctl", "--rotate")
+    start = clock(host)
+    clients(host, "dropped")
+    assert wait_events(host, lambda: int(base) + tls_entries_since(host, start)[0]) == base + 2
+    host.run("systemctl", "stop", UNIT)
+    stopped = events_total(host)
+    host.run("journalctl", "--rotate")
+    start = clock(host)
+    clients(host, "dropped", "anon")
+    vacuum = host.run("journalctl", "--vacuum-files=1")
+    assert "Deleted archived journal" in vacuum.stdout + vacuum.stderr, vacuum
+    wait_tls(host, start, 5)
+    host.run("systemctl", "start", UNIT, timeout=120)
+    now = wait_events(host, lambda: int(stopped) + tls_entries_since(host, start)[0])
+    print(f"REALHOST journal: rotate + vacuum while stopped: {stopped:g} -> {now} (5 made)")
+
+
+def _journal_renewal_alert(host: Host) -> None:
+    """A renewal by certbot.service (a real deploy record), then three failed inbound
+    STARTTLS sessions: peer_failures_after_renewal, naming the renewal. The comparison
+    needs 15 min of history before the renewal: peers.json's ``since`` is set an hour
+    back, as if the daemon had followed the journal that long."""
+    host.run("systemctl", "stop", UNIT)
+    host.run("python3", "-c", "import json, time\n"
+             f"p = '{STATE}/peers.json'; s = json.load(open(p)); s['since'] = time.time() - 3600\n"
+             "json.dump(s, open(p, 'w'))")
+    host.run("systemctl", "start", UNIT, timeout=120)
+    cursor = host.cursor()
+    host.run("systemctl", "start", "certbot.service", timeout=180)
+    records = deploy_records(host)
+    assert records and records[-1]["outcome"] == "deployed", records
+    host.wait_for("the daemon to read the deploy record",
+                  f"journalctl -u {UNIT} -o cat --after-cursor '{cursor}' | grep -q deploy_record", 30)
+    clients(host, "dropped", "dropped", "anon")
+    host.wait_for("the alert", f"journalctl -u {UNIT} -o cat --after-cursor '{cursor}' | "
+                  "grep '\"event\": \"alert\"' | grep -q peer_failures_after_renewal", 30)
+    alerts = [e for e in events(host.journal(UNIT, cursor), "alert")
+              if e.get("problem") == "peer_failures_after_renewal"]
+    # one alert, about this lineage (repeated while its mail delivery fails: see below)
+    assert alerts and {(a["lineage"], str(a["summary"])) for a in alerts} == {
+        (NAME, f"peer_failures_after_renewal: seen by peers: renewal {NAME}")}, alerts
+    check = sample("postfix_certwatch_check_status", check="peers", subject=f"renewal {NAME}",
+                   lineage=NAME)
+    assert metrics(host)[check] == 1.0
+    print(f"REALHOST journal: alert {alerts[0]['summary']} ({len(alerts)} event(s)); "
+          f"deliveries {alerts[0].get('deliveries')}")
+
+
+def test_journal_source_on_a_booted_host(bed: Bed, capsys: pytest.CaptureFixture[str]) -> None:
+    """Debian's Postfix logging only to the journal (no rsyslog, no maillog_file):
+    renew-check peers counts real sessions and failures from the journal (submission's
+    smtpd too); the daemon, as its sandboxed unit, follows it with a persisted cursor
+    across a stop, a rotation and a vacuum (nothing lost, nothing counted twice, checked
+    against the journal itself); a renewal followed by failed handshakes is alerted."""
+    host = bed.host
+    t = Timings()
+    _journal_bed(host)
+    t.lap("journal: install + config")
+    _journal_renew_check(host)
+    t.lap("journal: renew-check peers")
+    _journal_cursor(host)
+    t.lap("journal: daemon, stop, start")
+    _journal_rotate(host)
+    t.lap("journal: rotate + vacuum")
+    _journal_renewal_alert(host)
+    t.lap("journal: renewal + alert")
+    with capsys.disabled():
+        for step, secs in t.steps.items():
+            print(f"REALHOST {secs:7.2f} s  {step}")

@@ -96,3 +96,25 @@ def test_own_probes_are_not_peers() -> None:
     assert mine.untrusted_out_count > 0  # outbound sessions are never ignored
     every = tlsdiag.tally(events)
     assert every.anonymous_in_count == 1 and every.failed_sessions == 3
+
+
+def test_one_smtpd_process_failing_two_sessions_counts_two() -> None:
+    """An smtpd process serves one client after another: Debian's Postfix on a booted host
+    logged a client that hung up mid-handshake and an aNULL-only client within a
+    millisecond, both by smtpd[2324]. Two failed sessions, each logging ``SSL_accept
+    error`` and ``lost connection after STARTTLS``; the lost connection alone (a client
+    gone after STARTTLS) is a session of its own."""
+    from hook.peers import tlsdiag  # noqa: PLC0415
+
+    h = "2026-12-02T03:43:{} mail postfix/smtpd[2324]: "
+    lost = "lost connection after STARTTLS from unknown[127.0.0.1]"
+    log = [h.format("11.850708") + "SSL_accept error from unknown[127.0.0.1]: lost connection",
+           h.format("11.850768") + lost,
+           h.format("11.851568") + "SSL_accept error from unknown[127.0.0.1]: -1",
+           h.format("11.851616") + "warning: TLS library problem: error:0A0000C1:SSL routines::"
+                                   "no shared cipher:../ssl/statem/statem_srvr.c:2226:",
+           h.format("11.851642") + lost,
+           h.format("12.000000") + lost]
+    t = tlsdiag.tally(parse_lines(log, now=NOW))
+    assert t.failed_sessions == 3
+    assert t.failures[("inbound", "handshake")] == 2

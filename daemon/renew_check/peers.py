@@ -67,7 +67,11 @@ def seen_by_peers(config: Config, postfix: Postfix, *, report_files: Sequence[Pa
         params = postfix.parameters(*PARAMS)
     except PostfixError:
         params = {}
-    source, tally, problems = _from_the_log(config, params, now)
+    try:
+        names = postfix.syslog_names()
+    except PostfixError:
+        names = ()
+    source, tally, problems = _from_the_log(config, params, now, names)
     records: tuple[TlsRptRecord, ...] = ()
     if dns:
         records = _tlsrpt_records(postfix, resolver or Resolver.from_config(config.dns))
@@ -85,7 +89,7 @@ def seen_by_peers(config: Config, postfix: Postfix, *, report_files: Sequence[Pa
 
 
 def _from_the_log(config: Config, params: dict[str, str], now: float,
-                  ) -> tuple[str, Tally | None, list[Problem]]:
+                  postfix_names: tuple[str, ...] = ()) -> tuple[str, Tally | None, list[Problem]]:
     """Where the log is, what its last 24 h say, and the findings (or why it is unread)."""
     p = config.peers
     choice = choose_log_source(p.log_source.value, p.log_file, params.get("maillog_file", ""),
@@ -97,7 +101,8 @@ def _from_the_log(config: Config, params: dict[str, str], now: float,
             "set [peers] log_file or log_source")]
     source = str(choice.path) if choice.kind == "file" else "the systemd journal"
     try:
-        counted = tally(read_recent_events(choice, now - DAY, p.syslog_names, now=now),
+        names = tuple(dict.fromkeys([*p.syslog_names, *postfix_names]))
+        counted = tally(read_recent_events(choice, now - DAY, names, now=now),
                               p.ignore_clients)
     except (LogError, OSError) as exc:
         return source, None, [Problem(Code.LOG_UNREADABLE, Status.WARNING, f"Postfix's log: {exc}",

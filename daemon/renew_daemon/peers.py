@@ -178,6 +178,8 @@ class PeerWatch:
         self.journal: JournalFollower | None = None
         self.error = ""
         self.params: dict[str, str] = {}
+        self.postfix_names: tuple[str, ...] = ()
+        """Postfix's own ``syslog_name`` values (main.cf and master.cf's ``-o``)."""
 
     def close(self) -> None:
         if self.file is not None:
@@ -189,16 +191,24 @@ class PeerWatch:
         save(self.config.deploy.state_dir, self.state)
 
     # ------------------------------------------------------------------ reading
-    def set_params(self, params: dict[str, str]) -> None:
-        """Postfix parameters: ``maillog_file`` and the ones the findings name."""
+    def set_params(self, params: dict[str, str], syslog_names: tuple[str, ...] = ()) -> None:
+        """Postfix parameters: ``maillog_file`` and the ones the findings name; the
+        ``syslog_name`` values Postfix's services log under (journal matches)."""
         self.params = params
+        self.postfix_names = syslog_names
+
+    @property
+    def syslog_names(self) -> tuple[str, ...]:
+        return tuple(dict.fromkeys([*self.config.peers.syslog_names, *self.postfix_names]))
 
     def _open(self) -> None:
         p = self.config.peers
         choice = choose_log_source(p.log_source.value, p.log_file, self.params.get("maillog_file", ""),
                                 p.journal_directory)
-        if self.choice == choice:
+        names = self.syslog_names
+        if self.choice == choice and (self.journal is None or self.journal.syslog_names == names):
             return
+        self._remember_position()  # a new follower goes on from the old one's place
         self.close()
         self.choice, self.file, self.journal = choice, None, None
         source = f"file:{choice.path}" if choice.kind == "file" else choice.kind
@@ -208,7 +218,7 @@ class PeerWatch:
             self.file = FileFollower(
                 choice.path, FilePosition.from_json(self.state.position))
         elif choice.kind == "journal":
-            self.journal = JournalFollower(self.state.cursor, p.syslog_names, choice.path)
+            self.journal = JournalFollower(self.state.cursor, names, choice.path)
         self.log.info("peers_source", kind=choice.kind, path=str(choice.path) if choice.path else None,
                       why=choice.why)
 

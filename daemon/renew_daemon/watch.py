@@ -528,7 +528,8 @@ class Watcher:
         now = self.clock()
         if now - self._peer_params_at > 300:  # main.cf rarely changes: postconf every 5 min
             try:
-                self.peers.set_params(postfix_for(self.config).parameters(*PEER_PARAMS))
+                postfix = postfix_for(self.config)
+                self.peers.set_params(postfix.parameters(*PEER_PARAMS), postfix.syslog_names())
             except PostfixError as exc:
                 self.log.warning("peers", error=f"postconf: {exc}")
             self._peer_params_at = now

@@ -89,17 +89,24 @@ class Tally:
 
 
 def is_failed_session(e: TlsEvent, recent: dict[int, float]) -> bool:
-    """True once per failed inbound session: ``SSL_accept error`` and the ``lost
-    connection after STARTTLS`` of the same smtpd process within 2 s count once.
-    ``recent`` (pid -> time) is pruned here so it stays small."""
+    """True once per failed inbound session: the ``lost connection after STARTTLS`` that
+    follows an ``SSL_accept error`` of the same smtpd process (within 2 s) is the same
+    session. An smtpd process serves one client after another, so two ``SSL_accept
+    error`` lines of one process are always two sessions, however close together.
+    ``recent`` (pid -> time of an ``SSL_accept error`` not yet followed by its ``lost
+    connection``) is pruned here so it stays small."""
     if e.direction is not Direction.INBOUND or e.failure not in SESSION_FAILURES:
         return False
-    before = recent.get(e.pid)
-    recent[e.pid] = e.time
-    if len(recent) > 512:
-        for pid in [p for p, t in recent.items() if t < e.time - 2]:
-            del recent[pid]
-    return not (e.pid and before is not None and e.time - before <= 2)
+    if not e.pid:
+        return True
+    if e.failure is Failure.HANDSHAKE:
+        recent[e.pid] = e.time
+        if len(recent) > 512:
+            for pid in [p for p, t in recent.items() if t < e.time - 2]:
+                del recent[pid]
+        return True
+    before = recent.pop(e.pid, None)  # the lost connection ends that session
+    return before is None or e.time - before > 2
 
 
 def _cap_add(names: set[str], name: str) -> None:

@@ -179,6 +179,17 @@ class Postfix:
             found.append(Service(name, host, port, command, own, implicit))
         return tuple(found)
 
+    def syslog_names(self) -> tuple[str, ...]:
+        """The ``syslog_name`` of main.cf and every ``-o syslog_name=`` of master.cf
+        (Debian's submission and submissions services log as ``postfix/submission/smtpd``):
+        the journal's ``SYSLOG_IDENTIFIER`` is ``NAME/PROCESS``."""
+        names = [self.parameters("syslog_name").get("syslog_name", "")]
+        for line in self.postconf("-Px").splitlines():
+            key, value = _split_assignment(line)
+            if _split_service_key(key)[2] == "syslog_name":
+                names.append(value)
+        return tuple(n for n in dict.fromkeys(names) if n)
+
     def _default_probe_host(self, inet_interfaces: str) -> str:
         if self.probe_host:
             return self.probe_host

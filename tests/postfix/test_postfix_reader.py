@@ -18,7 +18,7 @@ MASTER_CF = """\
 127.0.0.1:2525 inet n - n - - smtpd
   -o { smtpd_tls_chain_files = /etc/a.pem, /etc/b.pem }
   -o smtpd_tls_security_level=$sub_level
-submission inet n - n - - smtpd -o smtpd_tls_wrappermode=yes
+submission inet n - n - - smtpd -o smtpd_tls_wrappermode=yes -o syslog_name=postfix/submission
 [::1]:smtp inet n - n - - smtpd
 smtp      inet  n       -       y       -       1       postscreen
 smtpd     pass  -       -       y       -       -       smtpd
@@ -52,6 +52,12 @@ def test_service_names_ports_and_implicit_tls(tmp_path: Path) -> None:
     assert set(services) == {"127.0.0.1:2525", "submission", "[::1]:smtp", "smtp"}
     assert (services["submission"].port, services["submission"].implicit_tls) == (587, True)
     assert (services["[::1]:smtp"].host, services["[::1]:smtp"].port) == ("::1", 25)
+
+
+def test_syslog_names_of_main_cf_and_master_cf(tmp_path: Path) -> None:
+    """main.cf's syslog_name and each service's ``-o syslog_name=`` (each once):
+    the journal knows a submission smtpd only as ``postfix/submission/smtpd``."""
+    assert make_config(tmp_path).syslog_names() == ("postfix", "postfix/submission")
 
 
 def test_postscreen_takes_the_certificate_of_the_smtpd_pass_service(tmp_path: Path) -> None:
