@@ -53,6 +53,9 @@ from hook.postfix import host_name, postfix_for
 from hook.tls import Thresholds, expiry_problems, judge, probe, thresholds_of
 from hook.verdict import Code, Problem, Status, worst
 
+RETRY_UNDELIVERED = 300.0
+"""Seconds before an alert that could not be delivered (sendmail failed, the webhook is
+down) is tried again: soon enough to matter, not a storm of attempts and error lines."""
 FAILED_DEPLOYS = frozenset({"refused", "rolled_back", "rollback_failed", "refused_in_place"})
 """Deploy outcomes that leave a renewal on disk undeployed: always critical. certbot now
 counts the lineage as renewed and will not try again until the refused certificate is
@@ -129,6 +132,9 @@ class Watcher:
         self.peers = PeerWatch(config, log)
         self._peer_params_at = 0.0
         self._pending: list[tuple[str, policy.Reason]] = []
+        self._undelivered: dict[str, float] = {}
+        """Check key -> when its alert last failed to go out: retried after
+        :data:`RETRY_UNDELIVERED`, not at every cycle (the peers job runs every 10 s)."""
         self._batching = 0
         self.scheduler = BackgroundScheduler(
             timezone="UTC",
@@ -584,7 +590,8 @@ class Watcher:
         prev = self.state.checks.get(check.key)
         merged, reason = policy.advance(prev, check, now, self.config.alert.repeat_interval)
         self.state.checks[merged.key] = merged
-        if reason is not None:
+        failed_at = self._undelivered.get(merged.key)
+        if reason is not None and (failed_at is None or now - failed_at >= RETRY_UNDELIVERED):
             self._pending.append((merged.key, reason))
         if self._batching == 0:
             self._flush_alerts(now)
@@ -618,9 +625,12 @@ class Watcher:
             status=alert.severity, problem=alert.problem, lineage=alert.lineage or None,
             summary=alert.summary, deliveries=[f"{d.channel}:{'ok' if d.ok else 'failed'} {d.detail}"
                                                for d in deliveries] or ["none configured"])
-        if ok:
-            for check, _ in items:
+        for check, _ in items:
+            if ok:
                 self.state.checks[check.key] = replace(check, last_alert=now)
+                self._undelivered.pop(check.key, None)
+            else:
+                self._undelivered[check.key] = now
 
     def _forget(self, kind: Kind, current: set[str]) -> None:
         for key, check in list(self.state.checks.items()):
