@@ -234,3 +234,27 @@ def test_probe_requires_the_names_postfix_presents(stack: Stack) -> None:
     for e in probes:
         assert (e["status"], e["codes"]) == ("critical", ["name_mismatch"])
         assert "does not cover mx2.example.test" in e["detail"]
+
+
+def test_undelivered_alert_is_retried_after_a_pause_not_every_cycle(tmp_path: Path) -> None:
+    """A sendmail that fails: the alert is logged as failed once, the next cycles within
+    RETRY_UNDELIVERED do not try again (the peers job runs every 10 s), and after the
+    pause it is tried again."""
+    from daemon.renew_daemon.watch import RETRY_UNDELIVERED  # noqa: PLC0415
+
+    cfg = config.Config(
+        postfix=config.PostfixConfig(config_directory=tmp_path / "no-postfix-here"),
+        deploy=config.DeployConfig(state_dir=tmp_path / "state", bundle_dir=tmp_path / "b"),
+        alert=config.AlertConfig(mail_to=("root",), sendmail_command=(
+            sys.executable, "-c", "import sys; sys.exit('sendmail: fatal: no way out')")))
+    with capture_logs() as logs:
+        w = Watcher(cfg, structlog.get_logger("test"), Notifier({}))
+        now = w.clock()
+        problem = Check(Kind.POSTFIX, "postfix", status="critical", codes=("postfix_unreadable",),
+                        detail="postconf failed")
+        for at in (now, now + 10, now + 20, now + RETRY_UNDELIVERED - 1):
+            w._record(problem, at)
+        failed = [e for e in logs if e["event"] == "alert"]
+        assert len(failed) == 1 and failed[0]["deliveries"][0].startswith("mail:failed"), failed
+        w._record(problem, now + RETRY_UNDELIVERED + 1)
+        assert len([e for e in logs if e["event"] == "alert"]) == 2
