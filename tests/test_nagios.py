@@ -266,7 +266,8 @@ HEAVY = ("dns", "apscheduler", "structlog", "prometheus_client", "daemon.renew_c
 def test_probe_path_imports_only_what_it_uses(module_stack: Stack) -> None:
     """One ``renew-check probe`` process (the installed entry point, as Nagios runs it)
     loads no DNS library, DANE, survey, scheduler, structlog or metrics code, nor what
-    only key reading, lineages or file writing need: the modules it imported, read from ``-X importtime``, contain none of them."""
+    only key reading, lineages or file writing need: the modules it imported, read from
+    ``-X importtime``, contain none of them."""
     proc = subprocess.run([sys.executable, "-X", "importtime", str(RENEW_CHECK),
                            *probe_argv(module_stack)[1:]],
                           capture_output=True, text=True, timeout=60, check=False)
