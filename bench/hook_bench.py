@@ -11,6 +11,9 @@ own timings come from its canonical log line. Reported, as medians over ``--runs
 * the hook's own overhead = wall - check - reload - proof (process start, imports,
   discover, validation, install, lock, record), target <= 0.15 s
 
+The hook runs from a temporary non-editable install, as ``scripts/install.sh`` installs
+it (``bench/installed.py``); ``--dev-venv`` runs the development venv's instead.
+
 Run: ``.venv/bin/python -m bench.hook_bench [--runs 12]`` as root.
 """
 
@@ -24,9 +27,10 @@ import subprocess
 import sys
 import time
 
+from bench.installed import installed_venv
 from hook.postfix import run_on_pty
 from tests.harness import badcerts as bc
-from tests.harness.hookbed import HOOK, staged_bed
+from tests.harness.hookbed import staged_bed
 from tests.harness.stack import running_pebble
 
 TARGET = 0.150
@@ -40,8 +44,12 @@ def _median(values: list[float]) -> str:
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--runs", type=int, default=12)
+    p.add_argument("--dev-venv", action="store_true",
+                   help="run this (editable) venv's hook instead of a fresh install")
     args = p.parse_args(argv)
-    with running_pebble() as pebble, staged_bed(pebble) as bed:
+    with installed_venv(use_dev=args.dev_venv) as (venv_bin, label), running_pebble() as pebble, \
+            staged_bed(pebble) as bed:
+        hook = str(venv_bin / "postfix-deploy-hook")
         stack = bed.stack
         pf = stack.postfix
         versions = [bed.good_leaf(), bed.good_leaf()]
@@ -63,7 +71,7 @@ def main(argv: list[str] | None = None) -> int:
             chain, key = versions[i % 2]
             bc.renew_with(stack.lineage, fullchain=chain, privkey=key)
             t = time.monotonic()
-            proc = subprocess.run([HOOK], env=env, capture_output=True, text=True, check=False)
+            proc = subprocess.run([hook], env=env, capture_output=True, text=True, check=False)
             wall = time.monotonic() - t
             if proc.returncode != 0:
                 print(proc.stdout, proc.stderr, file=sys.stderr)
@@ -79,6 +87,7 @@ def main(argv: list[str] | None = None) -> int:
     col = {k: [r[k] for r in rows] for k in rows[0]}
     print(f"postfix-certwatch deploy hook benchmark: median of {args.runs} runs "
           f"(private Postfix on loopback, 3 TLS services, proof_consecutive=3)")
+    print(f"  hook from the {label}")
     print(f"  bare postfix reload          {_median(bare_reload)}")
     print(f"  bare postfix check           {_median(bare_check)}")
     print(f"  hook wall time               {_median(col['wall'])}")

@@ -10,7 +10,10 @@ STARTTLS port N times with each tool, one after the other, and prints the median
 probe. ``openssl s_client``, ``posttls-finger``, ``check_ssl_cert`` and the
 ``renew-check probe`` CLI run as one process per probe, as an admin or Nagios runs them;
 our probe and the bare ``smtplib`` floor run in-process, as the deploy hook and the
-daemon run them. check_ssl_cert takes ~2 s a check, so it runs at most 10 times.
+daemon run them. The ``renew-check probe`` CLI and the bare Python start run from a
+temporary non-editable install (what an admin runs, see ``bench/installed.py``), and the
+CLI once more from the development venv for comparison (``--dev-venv``: only that one).
+check_ssl_cert takes ~2 s a check, so it runs at most 10 times.
 Then 200 targets at once through ``probe_many`` (all on one host, so the per-host bound
 is the limit: shown with the default 4 and with 64).
 """
@@ -32,6 +35,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from bench.installed import installed_venv
 from hook.certs import load_trust
 from hook.tls import Target, judge, probe, probe_deep, probe_many
 from tests.harness.stack import DOMAIN, LO, Stack, running_stack
@@ -40,6 +44,9 @@ CLI_TARGET_MS = 60.0
 """One ``renew-check probe`` process (one handshake, --no-deep), median."""
 CHECK_SSL_CERT = Path("/usr/lib/nagios/plugins/check_ssl_cert")
 VENV_BIN = Path(sys.executable).parent
+CLI_ROW = "renew-check probe (CLI, 1 process per probe)"
+PYTHON_ROW = "python start, nothing imported (floor of any CLI)"
+DEV_ROW = "renew-check probe (CLI, development venv: editable)"
 
 
 def ensure_peer_tools() -> None:
@@ -77,7 +84,7 @@ def run(argv: list[str], env: dict[str, str] | None = None, expect: str = "") ->
     return call
 
 
-def bench(stack: Stack, n: int) -> dict[str, object]:
+def bench(stack: Stack, n: int, venv_bin: Path) -> dict[str, object]:
     port = stack.postfix.smtp_port
     target = Target(LO, port, servername=DOMAIN)
     trust = load_trust(stack.pebble.root, system=False)
@@ -100,6 +107,8 @@ def bench(stack: Stack, n: int) -> dict[str, object]:
             s.starttls(context=ctx)
             s.sock.getpeercert(binary_form=True)  # type: ignore[union-attr]
 
+    probe_args = ["--config", str(stack.config_file), "probe", f"{LO}:{port}", "--no-deep",
+                  "--servername", DOMAIN]
     rows: list[tuple[str, list[float]]] = [
         ("certwatch probe (in-process, 1 handshake)", timed(n, ours)),
         ("certwatch probe + judge (chain, names, dates)", timed(n, ours_judged)),
@@ -112,12 +121,13 @@ def bench(stack: Stack, n: int) -> dict[str, object]:
             ["posttls-finger", "-c", "-l", "may", f"[{LO}]:{port}"],
             env={**os.environ, "MAIL_CONFIG": str(stack.postfix.config_dir)},
             expect="TLS connection established"))),
-        ("renew-check probe (CLI, 1 process per probe)", timed(max(40, n // 2), run(
-            [str(VENV_BIN / "renew-check"), "--config", str(stack.config_file), "probe",
-             f"{LO}:{port}", "--no-deep", "--servername", DOMAIN], expect="OK"))),
-        ("python start, nothing imported (floor of any CLI)", timed(max(40, n // 2), run(
-            [sys.executable, "-c", "pass"]))),
+        (CLI_ROW, timed(max(40, n // 2), run(
+            [str(venv_bin / "renew-check"), *probe_args], expect="OK"))),
+        (PYTHON_ROW, timed(max(40, n // 2), run([str(venv_bin / "python"), "-c", "pass"]))),
     ]
+    if venv_bin != VENV_BIN:
+        rows.append((DEV_ROW, timed(max(40, n // 2), run(
+            [str(VENV_BIN / "renew-check"), *probe_args], expect="OK"))))
     if CHECK_SSL_CERT.exists():
         rows.append(("check_ssl_cert -P smtp", timed(min(n, 10), run(
             [str(CHECK_SSL_CERT), "-H", LO, "-p", str(port), "-P", "smtp", "-m", DOMAIN,
@@ -135,7 +145,7 @@ def bench(stack: Stack, n: int) -> dict[str, object]:
         results = probe_many(targets, timeout=10, per_host=per_host, workers=64)
         took = time.perf_counter() - start
         many[per_host] = {"seconds": round(took, 3), "ok": sum(r.ok for r in results)}
-    return {"n": n, "medians_ms": {k: round(v * 1000, 2) for k, v in medians.items()},
+    return {"n": n, "venv": "", "medians_ms": {k: round(v * 1000, 2) for k, v in medians.items()},
             "runs": counts, "concurrent_200": many}
 
 
@@ -152,12 +162,12 @@ def report(data: dict[str, object]) -> str:
         lines.append(f"| 200 targets concurrently, per-host bound {per_host} | 1 | "
                      f"{r['seconds'] * 1000:.0f} ms total ({r['ok']:.0f}/200 ok) | |")
     floor = med["bare smtplib STARTTLS handshake (floor)"]
-    cli = med["renew-check probe (CLI, 1 process per probe)"]
+    cli = med[CLI_ROW]
     lines.append("")
     lines.append(f"target: one renew-check probe process {cli:.1f} ms (<= {CLI_TARGET_MS:.0f} ms); "
                  f"openssl s_client {med['openssl s_client -starttls smtp']:.1f} ms, "
                  f"posttls-finger {med['posttls-finger']:.1f} ms, python start "
-                 f"{med['python start, nothing imported (floor of any CLI)']:.1f} ms")
+                 f"{med[PYTHON_ROW]:.1f} ms ({data['venv']})")
     lines.append(f"targets: s_client {med['openssl s_client -starttls smtp'] / ours:.1f}x (>= 3), "
                  f"posttls-finger {med['posttls-finger'] / ours:.1f}x (>= 3), "
                  + (f"check_ssl_cert {med['check_ssl_cert -P smtp'] / ours:.0f}x (>= 10), "
@@ -171,6 +181,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("-n", type=int, default=100, help="probes per tool (default 100)")
     p.add_argument("--json", action="store_true", help="print the raw figures as JSON")
     p.add_argument("--no-install", action="store_true", help="do not apt-get install peers")
+    p.add_argument("--dev-venv", action="store_true",
+                   help="time the CLI from this (editable) venv instead of a fresh install")
     args = p.parse_args(argv)
     if os.geteuid() != 0:
         print("bench: run as root (the private Postfix needs it)", file=sys.stderr)
@@ -180,8 +192,9 @@ def main(argv: list[str] | None = None) -> int:
     if not shutil.which("posttls-finger"):
         print("bench: posttls-finger missing (Debian postfix)", file=sys.stderr)
         return 2
-    with running_stack() as stack:
-        data = bench(stack, args.n)
+    with installed_venv(use_dev=args.dev_venv) as (venv_bin, label), running_stack() as stack:
+        data = bench(stack, args.n, venv_bin)
+        data["venv"] = label
     print(json.dumps(data, indent=2) if args.json else report(data))
     return 0
 

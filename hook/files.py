@@ -22,7 +22,6 @@ import contextlib
 import errno
 import os
 import stat
-import tempfile
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
@@ -124,6 +123,8 @@ def fsync_dir(path: Path) -> None:
 
 def _write_temp(target: Path, data: bytes, mode: int, gid: int | None) -> str:
     """A fsynced temp file next to ``target`` holding ``data`` (private from creation)."""
+    import tempfile  # noqa: PLC0415 - only writers need it (not the probe path)
+
     fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.", suffix=".tmp")
     try:
         with os.fdopen(fd, "wb") as fh:

@@ -17,6 +17,7 @@ Kept free of heavy imports: every ``renew-check`` run loads it.
 from __future__ import annotations
 
 import argparse
+import os
 import re
 import sys
 from dataclasses import dataclass
@@ -33,6 +34,26 @@ class PluginArgumentParser(argparse.ArgumentParser):
         print(f"{self.prog}: error: {message}", file=sys.stderr)
         print(f"UNKNOWN: usage: {message}")
         sys.exit(RenewCheckExit.UNKNOWN)
+
+    def _get_formatter(self) -> argparse.HelpFormatter:
+        # argparse's own asks shutil for the width on each add_argument: shutil (with bz2
+        # and lzma, ~3 ms) would load on every run, for help text that is rarely printed.
+        return self.formatter_class(prog=self.prog, width=_columns() - 2)  # type: ignore[call-arg]
+
+
+def _columns() -> int:
+    """The terminal width as ``shutil.get_terminal_size()`` gives it (``COLUMNS``, then the
+    terminal on stdout, else 80)."""
+    try:
+        columns = int(os.environ.get("COLUMNS", ""))
+    except ValueError:
+        columns = 0
+    if columns <= 0:
+        try:
+            columns = os.get_terminal_size(sys.__stdout__.fileno()).columns  # type: ignore[union-attr]
+        except (AttributeError, ValueError, OSError):
+            columns = 80
+    return columns
 
 
 def _label(text: str) -> str:

@@ -16,17 +16,38 @@ The deploy pipeline also drives ``perms`` (inspect/apply) and ``trust`` (the anc
 imported into the OS store) as modules of their own.
 """
 
+from typing import TYPE_CHECKING, Any
+
 from hook.certs.bundle import Bundle, fingerprint, pair, parse_chain, spki
-from hook.certs.lineage import (
-    Lineage,
-    parse_reuse_key,
-    previous_version,
-    read_reuse_key,
-    resolve,
-    reuses_key,
-)
-from hook.certs.perms import key_mode
 from hook.certs.validate import Trust, check_chain, check_names, load_trust, names_of
+
+if TYPE_CHECKING:
+    from hook.certs.lineage import (
+        Lineage,
+        parse_reuse_key,
+        previous_version,
+        read_reuse_key,
+        resolve,
+        reuses_key,
+    )
+    from hook.certs.perms import key_mode
+
+# Lineages and permissions load on first use: ``renew-check probe`` judges a served
+# chain (bundle, validate) and never reads a lineage.
+_LAZY = {"Lineage": "lineage", "parse_reuse_key": "lineage", "previous_version": "lineage",
+         "read_reuse_key": "lineage", "resolve": "lineage", "reuses_key": "lineage",
+         "key_mode": "perms"}
+
+
+def __getattr__(name: str) -> Any:
+    module = _LAZY.get(name)
+    if module is None:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    import importlib  # noqa: PLC0415
+
+    value = getattr(importlib.import_module(f"{__name__}.{module}"), name)
+    globals()[name] = value
+    return value
 
 __all__ = [
     "Bundle",

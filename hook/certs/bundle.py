@@ -6,15 +6,17 @@ is a :class:`~hook.errors.BundleError` that names the file and the problem.
 
 from __future__ import annotations
 
-import hashlib
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from cryptography import x509
 from cryptography.exceptions import UnsupportedAlgorithm
-from cryptography.hazmat.primitives import serialization
-from cryptography.hazmat.primitives.asymmetric import types
+from cryptography.hazmat.primitives import hashes
 
 from hook.errors import BundleError
+
+if TYPE_CHECKING:
+    from cryptography.hazmat.primitives.asymmetric import types
 
 PEM_CERT = b"-----BEGIN CERTIFICATE-----"
 
@@ -54,7 +56,7 @@ class Bundle:
 
 def fingerprint(cert: x509.Certificate) -> str:
     """SHA-256 of the DER certificate, lower-case hex (no colons)."""
-    return hashlib.sha256(cert.public_bytes(serialization.Encoding.DER)).hexdigest()
+    return cert.fingerprint(hashes.SHA256()).hex()
 
 
 def parse_chain(data: bytes, path: str) -> tuple[x509.Certificate, ...]:
@@ -77,6 +79,10 @@ def parse_chain(data: bytes, path: str) -> tuple[x509.Certificate, ...]:
 
 def parse_key(data: bytes, path: str) -> types.PrivateKeyTypes:
     """Parse an unencrypted PEM private key."""
+    # serialization (with its SSH and cipher modules, ~4 ms) only where keys are read:
+    # the probe path fingerprints certificates and never loads it.
+    from cryptography.hazmat.primitives import serialization  # noqa: PLC0415
+
     if not data.strip():
         raise BundleError(path, "file is empty")
     if b"-----BEGIN" not in data:
@@ -95,6 +101,8 @@ def parse_key(data: bytes, path: str) -> types.PrivateKeyTypes:
 
 def spki(key: types.PublicKeyTypes) -> bytes:
     """DER SubjectPublicKeyInfo: equal for a key pair's two halves."""
+    from cryptography.hazmat.primitives import serialization  # noqa: PLC0415
+
     return key.public_bytes(serialization.Encoding.DER,
                             serialization.PublicFormat.SubjectPublicKeyInfo)
 

@@ -15,11 +15,14 @@ import datetime as dt
 from collections.abc import Sequence
 from dataclasses import dataclass
 from enum import StrEnum
+from typing import TYPE_CHECKING
 
 from hook.certs import Trust, check_chain, fingerprint
-from hook.config import ProbeConfig
 from hook.tls.starttls import DeepResult, Failure, ProbeResult, Target
 from hook.verdict import Code, Problem, Status, worst
+
+if TYPE_CHECKING:
+    from hook.config import ProbeConfig
 
 FAILURE_STATUS = {
     Failure.BUSY: Status.WARNING,
