@@ -705,7 +705,8 @@ def _journal_renewal_alert(host: Host) -> None:
     # (AF_NETLINK for its getifaddrs), and the mail reaches root's mailbox
     assert [(a["lineage"], str(a["summary"])) for a in alerts] == [
         (NAME, f"peer_failures_after_renewal: seen by peers: renewal {NAME}")], alerts
-    assert all(d.startswith("mail:ok") for d in alerts[0]["deliveries"]), alerts
+    deliveries = alerts[0]["deliveries"]
+    assert isinstance(deliveries, list) and all(str(d).startswith("mail:ok") for d in deliveries)
     host.wait_for("the daemon's alert mail in root's mailbox",
                   "grep -q 'peer_failures_after_renewal' /var/mail/root", 30)
     check = sample("postfix_certwatch_check_status", check="peers", subject=f"renewal {NAME}",
