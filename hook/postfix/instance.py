@@ -144,16 +144,18 @@ class Postfix:
         return dict(_split_assignment(line) for line in out.splitlines() if " = " in line
                     or line.endswith(" ="))
 
-    def services(self) -> tuple[Service, ...]:
-        """Every SMTP-speaking ``inet`` service in master.cf, with its ``-o`` overrides.
+    def services(self, inet_interfaces: str | None = None) -> tuple[Service, ...]:
+        """Every SMTP-speaking ``inet`` service in master.cf, with its ``-o`` overrides
+        (``inet_interfaces``: main.cf's value, when the caller read it already).
 
         Read with ``postconf -F`` (one field per line) and ``postconf -Px`` (one ``-o``
         per line, ``$``-expanded, ``{ ... }`` values with spaces intact) rather than by
         splitting master.cf lines. A ``postscreen`` service hands clients to the
         ``smtpd pass`` service, whose overrides decide which certificate they see.
         """
-        params = self.parameters("inet_interfaces")
-        default_host = self._default_probe_host(params.get("inet_interfaces", "all"))
+        if inet_interfaces is None:
+            inet_interfaces = self.parameters("inet_interfaces").get("inet_interfaces", "all")
+        default_host = self._default_probe_host(inet_interfaces)
         commands: dict[tuple[str, str], str] = {}
         for line in self.postconf("-F").splitlines():
             key, value = _split_assignment(line)

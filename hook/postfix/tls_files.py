@@ -41,7 +41,7 @@ CLIENT_FILE_PARAMS = ("smtp_tls_chain_files", *(p for pair in CLIENT_PAIRS for p
 READER_PARAMS = (*SERVER_FILE_PARAMS, *CLIENT_FILE_PARAMS, *TLS_LEVEL_PARAMS)
 """The main.cf parameters :func:`cert_settings` and :func:`cert_files` read."""
 OTHER_PARAMS = ("myhostname", "tls_server_sni_maps", "queue_directory", "multi_instance_enable",
-                "multi_instance_directories")
+                "multi_instance_directories", "inet_interfaces")
 # postmap -F table types and the file each one writes next to its source
 DB_SUFFIX = {"hash": ".db", "btree": ".db", "lmdb": ".lmdb", "cdb": ".cdb", "dbm": ".db"}
 
@@ -337,7 +337,7 @@ def _sni_maps(value: str, roots: tuple[str, ...], refs: list[str]) -> list[SniMa
 def usage(postfix: Postfix, lineage: Lineage, bundle_dir: Path) -> Usage:
     """Find how (and whether) Postfix uses ``lineage``; lists the services to prove."""
     params = postfix.parameters(*READER_PARAMS, *OTHER_PARAMS)
-    services = postfix.services()
+    services = postfix.services(params.get("inet_interfaces", "all"))  # one postconf less
     owned = staged_paths(bundle_dir, lineage)
     bundle_roots = tuple(str(p) for p in owned)
     roots = lineage_roots(lineage)
