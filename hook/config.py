@@ -338,7 +338,7 @@ def _build_section(cls: type[Any], table: dict[str, Any], path: Path, section: s
         if dotted in MAXIMUM and kwargs[key] > MAXIMUM[dotted]:
             raise ConfigError(f"{where}: at most {MAXIMUM[dotted]:g}, got {value!r}")
         if dotted in HOSTS and kwargs[key]:
-            from hook.tls.endpoint import check_host  # noqa: PLC0415
+            from hook.endpoint import check_host  # noqa: PLC0415
 
             try:
                 check_host(kwargs[key])

@@ -43,7 +43,7 @@ def _add_thresholds(p: argparse.ArgumentParser, default: Any) -> None:
 
 
 def _checked(check: Any) -> Any:
-    """An argparse ``type=`` from one of :mod:`hook.tls.endpoint`'s checks: a refusal is a
+    """An argparse ``type=`` from one of :mod:`hook.endpoint`'s checks: a refusal is a
     usage error naming the option and the value, never a traceback."""
     def convert(text: str) -> Any:
         from hook.errors import ConfigError  # noqa: PLC0415
@@ -57,7 +57,7 @@ def _checked(check: Any) -> Any:
 
 
 def _timeout(text: str) -> float:
-    from hook.tls import check_timeout  # noqa: PLC0415
+    from hook.endpoint import check_timeout  # noqa: PLC0415
 
     try:
         value = float(text)
@@ -67,7 +67,7 @@ def _timeout(text: str) -> float:
 
 
 def _servername(text: str) -> str:
-    from hook.tls import check_servername  # noqa: PLC0415
+    from hook.endpoint import check_servername  # noqa: PLC0415
 
     return check_servername(text)
 
@@ -191,8 +191,8 @@ def _tty() -> bool:
 
 def split_target(text: str) -> tuple[str, int]:
     """``host:port``, ``[v6]:port``, ``host`` (25) or a bare IPv6 address (25); see
-    :func:`hook.tls.endpoint.parse_target` for what is refused."""
-    from hook.tls import parse_target  # noqa: PLC0415
+    :func:`hook.endpoint.parse_target` for what is refused."""
+    from hook.endpoint import parse_target  # noqa: PLC0415
 
     return parse_target(text)
 
@@ -348,7 +348,8 @@ def _probe(args: argparse.Namespace, cfg: Any) -> int:
 
 def _bad_target(text: str, message: str) -> Any:
     """The verdict for a target that did not parse: UNKNOWN, saying why."""
-    from hook.tls import Target, Verdict, shown  # noqa: PLC0415
+    from hook.endpoint import shown  # noqa: PLC0415
+    from hook.tls import Target, Verdict  # noqa: PLC0415
     from hook.verdict import Code, Problem, Status  # noqa: PLC0415
 
     problem = Problem(Code.BAD_INPUT, Status.UNKNOWN, message,

@@ -12,24 +12,13 @@ What other packages use:
 - judging (``judgement``): :func:`judge` a result into a :class:`Verdict` for a
   :class:`Role` (:func:`role_for`), with :class:`Thresholds` (:func:`thresholds_of`)
   and :func:`expiry_problems` / :func:`lifetime_left` for certificates on disk;
-- input checks at the edge (``endpoint``): :func:`parse_target` (``HOST:PORT``,
-  ``[IPv6]:PORT``, ``HOST``), :func:`check_host`, :func:`check_servername`,
-  :func:`check_timeout` (finite, above 0, at most :data:`MAX_TIMEOUT`), :func:`shown`
-  (a hostile string cut to a printable length); :func:`probe_bounded` keeps a target's
-  deep checks inside its timeout.
+- :func:`probe_bounded` keeps a target's deep checks inside its timeout. The input
+  checks at the edge (hosts, ports, server names, timeouts) are :mod:`hook.endpoint`.
 
 Importing this package must stay cheap (``renew-check probe`` start-up): no DNS
 library, no scheduler, no logging framework.
 """
 
-from hook.tls.endpoint import (
-    MAX_TIMEOUT,
-    check_host,
-    check_servername,
-    check_timeout,
-    parse_target,
-    shown,
-)
 from hook.tls.judgement import (
     Role,
     Thresholds,
@@ -58,7 +47,6 @@ from hook.tls.starttls import (
 )
 
 __all__ = [
-    "MAX_TIMEOUT",
     "DeepResult",
     "Extra",
     "Failure",
@@ -68,22 +56,17 @@ __all__ = [
     "Target",
     "Thresholds",
     "Verdict",
-    "check_host",
-    "check_servername",
-    "check_timeout",
     "default_context",
     "expiry_problems",
     "judge",
     "lifetime_left",
     "map_bounded",
-    "parse_target",
     "per_address",
     "probe",
     "probe_bounded",
     "probe_deep",
     "probe_many",
     "role_for",
-    "shown",
     "thresholds_of",
     "worth_going_deep",
 ]

@@ -69,7 +69,7 @@ class Target:
 
     @property
     def label(self) -> str:
-        if self.port == 0:  # an input that did not parse (see hook.tls.endpoint): as given
+        if self.port == 0:  # an input that did not parse (see hook.endpoint): as given
             return self.host
         host = f"[{self.host}]" if ":" in self.host else self.host
         return f"{host}:{self.port}"
