@@ -3,7 +3,7 @@
 A module per stage (``discover``, ``validate``, ``dane_gate``, ``preflight``, ``plan``,
 ``apply``, ``reload``, ``prove``, ``rollback``, ``anchors``), the flow in
 :func:`hook.pipeline.deploy.run`, the sentences in ``messages``, the results in
-``report``, the lock and the deploy record in ``lock`` and ``record``.
+``report`` (gathered by ``draft``), the lock and the deploy record in ``lock`` and ``record``.
 
 Front ends (``postfix-deploy-hook``, ``renew-check``, ``renew-daemon``, the benchmarks)
 import only the names below, never a submodule.

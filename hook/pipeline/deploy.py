@@ -27,11 +27,12 @@ from hook.pipeline.anchors import import_anchors, plan_anchors
 from hook.pipeline.apply import apply
 from hook.pipeline.dane_gate import cleared, dane_gate
 from hook.pipeline.discover import discover, not_used
+from hook.pipeline.draft import Draft
 from hook.pipeline.plan import plan
 from hook.pipeline.preflight import preflight
 from hook.pipeline.prove import prove_new
 from hook.pipeline.reload import reload
-from hook.pipeline.report import Clock, Draft, Ending, Outcome, Report
+from hook.pipeline.report import Clock, Ending, Outcome, Report
 from hook.pipeline.rollback import rollback
 from hook.pipeline.validate import tighten_key, validate
 
