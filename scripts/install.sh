@@ -78,9 +78,12 @@ warn() { echo "install.sh: $*" >&2; }
 MANIFEST=/usr/local/share/postfix-certwatch/installed.sha256
 DOCS=/usr/local/share/doc/postfix-certwatch
 declare -A OLD_SUM=()
+LEGACY=1  # no manifest: nothing, or an install made before install.sh kept one
 if [ -f "$ROOT$MANIFEST" ]; then
+  LEGACY=0
   while read -r sum path; do OLD_SUM[$path]=$sum; done < "$ROOT$MANIFEST"
 fi
+
 NEW_MANIFEST=()
 record() {  # record PATH: a file (its sha256) or a symlink ("link")
   if [ -L "$ROOT$1" ]; then NEW_MANIFEST+=("link  $1")
@@ -280,7 +283,14 @@ install_managed() {
   local src=$1 dest=$ROOT$2 mode=$3 have
   if [ -e "$dest" ] && ! cmp -s "$src" "$dest"; then
     have=$(sha256sum < "$dest" | cut -d' ' -f1)
-    if [ "${OLD_SUM[$2]:-}" != "$have" ]; then
+    if [ "$LEGACY" = 1 ]; then
+      # an install older than the manifest wrote it: replaced, since the new one carries
+      # what this version needs (AF_NETLINK for the alert mail, say); the previous one
+      # stays beside it as .old (not in the manifest: --uninstall leaves it to the admin)
+      cp -p "$dest" "$dest.old"
+      say "replaced     $dest (written by an install.sh older than its manifest); the" \
+          "previous one is $dest.old: merge what you had changed"
+    elif [ "${OLD_SUM[$2]:-}" != "$have" ]; then
       install -m "$mode" "$src" "$dest.new"
       say "kept         $dest (changed since install.sh wrote it: yours); the new one is" \
           "$dest.new: compare, merge, remove the .new"

@@ -221,6 +221,24 @@ def test_edited_units_are_kept_and_the_new_one_put_beside(tmp_path: Path) -> Non
     assert mine.read_text() == "[Service]\nEnvironment=TZ=UTC\n" and f"kept         {mine}" in out
 
 
+def test_an_install_older_than_the_manifest_is_upgraded(tmp_path: Path) -> None:
+    """An install made before install.sh kept a manifest: its units are replaced by the
+    new ones (which may carry what the new version needs, AF_NETLINK for the alert mail
+    say), each previous one kept as UNIT.old and named in the output; nothing is left as
+    a stale unit with a .new beside it."""
+    install(tmp_path)
+    (tmp_path / "usr/local/share/postfix-certwatch/installed.sha256").unlink()
+    service = tmp_path / "etc/systemd/system/postfix-certwatch.service"
+    shipped = service.read_text()
+    old = shipped.replace(" AF_NETLINK", "")
+    service.write_text(old)
+    out = install(tmp_path)
+    assert service.read_text() == shipped and "AF_NETLINK" in shipped
+    assert Path(f"{service}.old").read_text() == old
+    assert not Path(f"{service}.new").exists()
+    assert f"replaced     {service} (written by an install.sh older than its manifest)" in out
+
+
 def test_uninstall_removes_exactly_what_install_put_there(tmp_path: Path) -> None:
     """--uninstall removes the units, the address drop-in, the command links, the hook
     symlink, the rules and the docs (as listed in install.sh's manifest), keeps the
