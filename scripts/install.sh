@@ -85,8 +85,8 @@ if [ -f "$ROOT$MANIFEST" ]; then
 fi
 
 NEW_MANIFEST=()
-record() {  # record PATH: a file (its sha256) or a symlink ("link")
-  if [ -L "$ROOT$1" ]; then NEW_MANIFEST+=("link  $1")
+record() {  # record PATH: a file (its sha256) or a symlink ("link:TARGET")
+  if [ -L "$ROOT$1" ]; then NEW_MANIFEST+=("link:$(readlink -- "$ROOT$1")  $1")
   elif [ -d "$ROOT$1" ]; then NEW_MANIFEST+=("dir  $1")
   else NEW_MANIFEST+=("$(sha256sum < "$ROOT$1" | cut -d' ' -f1)  $1"); fi
   return 0
@@ -107,7 +107,12 @@ if [ "$UNINSTALL" = 1 ]; then
       continue
     fi
     [ -e "$f" ] || [ -L "$f" ] || continue
-    if [ "$sum" != link ] && [ "$(sha256sum < "$f" | cut -d' ' -f1)" != "$sum" ]; then
+    if [ "${sum%%:*}" = link ]; then  # ours only while it points where install.sh pointed it
+      target=${sum#link}; target=${target#:}
+      if [ -n "$target" ] && [ "$(readlink -- "$f" 2>/dev/null)" != "$target" ]; then
+        kept+=("$f"); continue
+      fi
+    elif [ "$(sha256sum < "$f" | cut -d' ' -f1)" != "$sum" ]; then
       kept+=("$f"); continue   # edited since install.sh wrote it: the admin's now
     fi
     rm -f -- "$f"; say "removed      $f"

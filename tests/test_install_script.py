@@ -270,6 +270,13 @@ def test_uninstall_removes_exactly_what_install_put_there(tmp_path: Path) -> Non
         assert (tmp_path / kept).exists(), kept
     assert "edited since it was installed" in proc.stdout and "--purge" in proc.stdout
     assert VENV_BIN.is_dir()  # --no-venv: the venv was not install.sh's to remove
+    # a link the admin pointed elsewhere since is theirs now: kept
+    install(tmp_path)
+    hook = tmp_path / "etc/letsencrypt/renewal-hooks/deploy/postfix-certwatch"
+    hook.unlink()
+    hook.symlink_to("/usr/local/sbin/my-own-hook")
+    proc = run_install(tmp_path, "--uninstall")
+    assert proc.returncode == 0 and hook.is_symlink(), proc.stdout + proc.stderr
     install(tmp_path)
     proc = run_install(tmp_path, "--uninstall", "--purge")
     assert proc.returncode == 0, proc.stdout + proc.stderr
