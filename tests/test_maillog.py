@@ -150,3 +150,34 @@ def test_journal_cursor_neither_loses_nor_repeats() -> None:
 def test_journal_missing_journalctl() -> None:
     with pytest.raises(LogError, match="not found"):
         JournalFollower(journalctl="/nonexistent/journalctl").read()
+
+
+def test_short_append_is_not_taken_for_a_truncation(tmp_path: Path) -> None:
+    """New data shorter than the 64-byte mark (one short line) is read alone: the mark
+    kept is the full 64 bytes before the offset, so the next check does not take the
+    file for rewritten and read (and count) everything again; nor after a restart. A
+    line too long to keep moves the mark too."""
+    log = tmp_path / "mail.log"
+    log.write_text(lines(1, 2))
+    f = FileFollower(log, first_tail=1 << 20)
+    assert ids(f.read()) == [1, 2]
+    with log.open("a") as w:
+        w.write("short\n")
+    assert f.read() == ["short"]
+    with log.open("a") as w:
+        w.write("x\n")
+    assert f.read() == ["x"]
+    assert f.read() == [] and f.truncations == 0
+    saved = f.position
+    f.close()
+    with log.open("a") as w:
+        w.write("y\n")
+    g = FileFollower(log, saved)
+    assert g.read() == ["y"] and g.truncations == 0
+    with log.open("a") as w:  # over a read's size, no newline yet: skipped, not waited for
+        w.write("z" * ((1 << 20) + 10))
+    assert g.read() == [] and g.truncations == 0
+    with log.open("a") as w:
+        w.write("\n" + lines(3))
+    assert ids(g.read()[-1:]) == [3] and g.truncations == 0
+    g.close()

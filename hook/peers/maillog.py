@@ -140,7 +140,8 @@ class FileFollower:
             if old is not None:  # still there (or renamed): go on where we stopped
                 fd, size = old
                 self._adopt(fd, saved.offset if saved.offset <= size else 0)
-                if saved.mark and self.mark.hex() != saved.mark:  # rewritten meanwhile
+                if saved.mark and not self.mark.hex().endswith(saved.mark):  # rewritten meanwhile
+                    # (endswith: a mark saved shorter than MARK by an earlier version)
                     self.truncations += 1
                     self.offset, self.mark = 0, b""
                 return
@@ -190,12 +191,13 @@ class FileFollower:
             if last < 0:
                 if len(data) >= MAX_LINE:  # one absurdly long line: skip it
                     self.offset += len(data)
+                    self.mark = data[-MARK:]
                     budget -= len(data)
                     continue
                 break  # a partial line: wait for its end
             chunk = data[:last + 1]
             self.offset += len(chunk)
-            self.mark = chunk[-MARK:]
+            self.mark = (self.mark + chunk)[-MARK:]
             budget -= len(chunk)
             lines += [ln for ln in chunk.decode("utf-8", "replace").split("\n")[:-1]
                       if len(ln) <= MAX_LINE]
