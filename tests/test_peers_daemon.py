@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import subprocess
+import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -138,3 +139,48 @@ def test_seed_000_diagnoses_and_the_fix_works(bed: PeerBed, tmp_path: Path) -> N
     bed.ours.reset_main("smtpd_tls_exclude_ciphers")
     bed.ours.reload()
     w.peers.close()
+
+
+CRASH_RUN = """
+import re, resource, sys, time
+from pathlib import Path
+import email, email.policy, email.message, structlog  # imported before the limit
+from daemon.renew_daemon.peers import PeerWatch
+from hook import config
+state, box, headroom = Path(sys.argv[1]), Path(sys.argv[2]), int(sys.argv[3])
+cfg = config.Config(deploy=config.DeployConfig(state_dir=state, bundle_dir=state / "b"),
+                    peers=config.PeersConfig(tlsrpt_mailbox=box))
+w = PeerWatch(cfg, structlog.get_logger("t"))
+vm = int(re.search(r"VmSize:\\s+(\\d+) kB", Path("/proc/self/status").read_text())[1]) << 10
+resource.setrlimit(resource.RLIMIT_AS, (vm + headroom, vm + headroom))
+print("reports", w.read_reports(time.time(), {"mx.example.test"}))
+w.save()
+"""
+
+
+def test_a_message_that_kills_the_daemon_is_not_read_again(tmp_path: Path) -> None:
+    """A report that takes more memory than the daemon may use kills it while it is being
+    parsed (here: MemoryError under RLIMIT_AS, as systemd's MemoryMax would OOM-kill it).
+    The message was remembered as read before parsing, so the restarted daemon skips it
+    (no crash loop) and reads the next one."""
+    from tests.test_tlsrpt import bomb_doc, mail, report  # noqa: PLC0415
+
+    md = tmp_path / "Maildir"
+    for sub in ("new", "cur", "tmp"):
+        (md / sub).mkdir(parents=True)
+    (md / "new" / "1.bomb.host").write_bytes(mail(bomb_doc(3000, 1000)))  # 12 MB of JSON
+    state = tmp_path / "state"
+
+    def run(headroom: int) -> subprocess.CompletedProcess[str]:
+        return subprocess.run([sys.executable, "-c", CRASH_RUN, str(state), str(md), str(headroom)],
+                              check=False, capture_output=True, text=True, timeout=120,
+                              cwd=Path(__file__).parent.parent)
+
+    first = run(4 << 20)
+    assert first.returncode != 0 and "MemoryError" in first.stderr, first.stdout + first.stderr
+    (md / "new" / "2.ok.host").write_bytes(mail(report("after", {})))
+    second = run(256 << 20)
+    assert second.returncode == 0, second.stdout + second.stderr
+    assert "reports 1" in second.stdout and "1.bomb.host" not in second.stdout + second.stderr
+    seen = json.loads((state / "peers.json").read_text())["tlsrpt"]["seen"]
+    assert seen == ["1.bomb.host", "2.ok.host"]

@@ -323,10 +323,16 @@ class PeerWatch:
         try:
             for key, raw in mailbox_messages(path, seen):
                 seen.append(key)
+                # saved before the message is parsed: one that kills us (memory) is not
+                # parsed again after the restart, over and over
+                rpt["sessions"], rpt["failures"] = dict(sessions), dict(failures)
+                self.save()
                 for r in reports_from_message(raw, f"{path} {key}"):
                     if r.error:
                         self.log.warning("tlsrpt", source=r.source, error=r.error)
                         continue
+                    if r.note:
+                        self.log.warning("tlsrpt", source=r.source, note=r.note)
                     count += 1
                     rpt["reports"] = int(rpt.get("reports", 0)) + 1
                     summary = summarise_reports([r])

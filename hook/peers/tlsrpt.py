@@ -34,6 +34,13 @@ MAX_JSON = 16 << 20
 """Decompressed report size cap (a gzip bomb stops here)."""
 MAX_MBOX = 64 << 20
 MAX_MESSAGES = 2000
+MAX_VALUES = 200_000
+"""A report's JSON with more values than this (counted, before parsing, as its ``{ [ , :``
+bytes) is refused: parsed, a few MB of tiny values would take hundreds of MB of memory."""
+MAX_DETAILS = 1000
+"""Failure details kept per report, all policies together (the rest are noted, not kept)."""
+MAX_REPORTS = 20
+"""Report attachments read per mail message (more: noted as an error, not read)."""
 REPORT_TYPES = ("application/tlsrpt+gzip", "application/tlsrpt+json", "application/gzip",
                 "application/json", "application/x-gzip")
 FIX = {
@@ -86,6 +93,8 @@ class Report:
     end: str = ""
     policies: tuple[Policy, ...] = ()
     error: str = ""
+    note: str = ""
+    """What was left out of a report that was read (failure details over the cap)."""
 
     @property
     def key(self) -> str:
@@ -115,6 +124,9 @@ def parse_report(data: bytes, source: str) -> Report:
         if len(raw) > MAX_JSON or d.unconsumed_tail:
             return Report(source, error=f"decompresses to more than {MAX_JSON >> 20} MiB: ignored")
         data = raw
+    values = sum(data.count(c) for c in (b"{", b"[", b",", b":"))
+    if values > MAX_VALUES:
+        return Report(source, error=f"more than {MAX_VALUES} JSON values ({values}): ignored")
     try:
         doc = json.loads(data)
     except (ValueError, RecursionError) as exc:
@@ -123,20 +135,18 @@ def parse_report(data: bytes, source: str) -> Report:
         return Report(source, error="not a TLSRPT report (no 'policies' list)")
     rng = _dict(doc.get("date-range"))
     policies = []
+    left, dropped = MAX_DETAILS, 0
     for p in doc["policies"][:1000]:
         if not isinstance(p, dict):
             continue
         pol = _dict(p.get("policy"))
         summ = _dict(p.get("summary"))
-        details = []
         raw_details = p.get("failure-details")
-        for f in raw_details[:1000] if isinstance(raw_details, list) else []:
-            if isinstance(f, dict):
-                details.append(FailureDetail(
-                    _str(f.get("result-type"), 64) or "unknown", _int(f.get("failed-session-count")),
-                    _str(f.get("receiving-mx-hostname")).lower().rstrip("."),
-                    _str(f.get("receiving-ip"), 64), _str(f.get("sending-mta-ip"), 64),
-                    _str(f.get("failure-reason-code"), 200)))
+        raw_details = [f for f in raw_details if isinstance(f, dict)] if isinstance(
+            raw_details, list) else []
+        details = [_detail(f) for f in raw_details[:left]]
+        left -= len(details)
+        dropped += len(raw_details) - len(details)
         mx_hosts = pol.get("mx-host")
         mx = mx_hosts if isinstance(mx_hosts, list) else []
         policies.append(Policy(
@@ -147,7 +157,17 @@ def parse_report(data: bytes, source: str) -> Report:
             _int(summ.get("total-failure-session-count")), tuple(details)))
     return Report(source, _str(doc.get("organization-name")), _str(doc.get("report-id")),
                   _str(rng.get("start-datetime"), 40), _str(rng.get("end-datetime"), 40),
-                  tuple(policies))
+                  tuple(policies),
+                  note=f"{dropped} failure detail(s) over the cap of {MAX_DETAILS} left out"
+                  if dropped else "")
+
+
+def _detail(f: dict[str, Any]) -> FailureDetail:
+    return FailureDetail(
+        _str(f.get("result-type"), 64) or "unknown", _int(f.get("failed-session-count")),
+        _str(f.get("receiving-mx-hostname")).lower().rstrip("."),
+        _str(f.get("receiving-ip"), 64), _str(f.get("sending-mta-ip"), 64),
+        _str(f.get("failure-reason-code"), 200))
 
 
 def read_bounded(path: Path, limit: int = MAX_FILE) -> bytes:
@@ -181,11 +201,15 @@ def from_message(raw: bytes, source: str) -> list[Report]:
     from email.message import EmailMessage  # noqa: PLC0415
 
     msg = email.message_from_bytes(raw[:MAX_FILE], policy=email.policy.default)
-    out = []
+    out: list[Report] = []
     for part in msg.walk() if isinstance(msg, EmailMessage) else ():
         ctype = part.get_content_type()
         name = part.get_filename() or ""
         if ctype in REPORT_TYPES or name.endswith((".json", ".json.gz", ".gz")):
+            if len(out) >= MAX_REPORTS:
+                out.append(Report(source, error=f"more than {MAX_REPORTS} report attachments: "
+                                                "the rest not read"))
+                break
             payload = part.get_payload(decode=True)
             if isinstance(payload, bytes):
                 out.append(parse_report(payload, f"{source} ({name or ctype})"))
