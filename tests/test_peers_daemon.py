@@ -184,3 +184,22 @@ def test_a_message_that_kills_the_daemon_is_not_read_again(tmp_path: Path) -> No
     assert "reports 1" in second.stdout and "1.bomb.host" not in second.stdout + second.stderr
     seen = json.loads((state / "peers.json").read_text())["tlsrpt"]["seen"]
     assert seen == ["1.bomb.host", "2.ok.host"]
+
+
+def test_the_mailbox_is_read_every_few_minutes_not_every_tick(tmp_path: Path) -> None:
+    """The TLSRPT mailbox is read at the first tick, then not before MAILBOX_INTERVAL."""
+    from daemon.renew_daemon.peers import MAILBOX_INTERVAL, PeerWatch  # noqa: PLC0415
+    from tests.test_tlsrpt import mail, report  # noqa: PLC0415
+
+    md = tmp_path / "Maildir"
+    for sub in ("new", "cur", "tmp"):
+        (md / sub).mkdir(parents=True)
+    (md / "new" / "1.a.host").write_bytes(mail(report("r1", {})))
+    cfg = config.Config(deploy=config.DeployConfig(state_dir=tmp_path / "s", bundle_dir=tmp_path / "b"),
+                        peers=config.PeersConfig(tlsrpt_mailbox=md))
+    w = PeerWatch(cfg, structlog.get_logger("test"))
+    now = 1_800_000_000.0
+    assert w.read_reports(now, {"mx.example.test"}) == 1
+    (md / "new" / "2.b.host").write_bytes(mail(report("r2", {})))
+    assert w.read_reports(now + 10, {"mx.example.test"}) == 0
+    assert w.read_reports(now + MAILBOX_INTERVAL, {"mx.example.test"}) == 1

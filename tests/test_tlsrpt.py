@@ -181,3 +181,29 @@ def test_report_bomb_is_parsed_in_bounded_memory() -> None:
     many = tlsrpt.from_message(msg.as_bytes(), "many")
     assert [r.report_id for r in many[:-1]] == [f"a{n}" for n in range(tlsrpt.MAX_REPORTS)]
     assert "more than" in many[-1].error and len(many) == tlsrpt.MAX_REPORTS + 1
+
+
+def test_a_full_mailbox_still_yields_its_new_reports(tmp_path: Path) -> None:
+    """A maildir of more than MAX_MESSAGES messages: the newest are read (the oldest were
+    read back then), not the oldest over and over. An mbox over MAX_MBOX: its end is read
+    (the new reports) and the size is named in a note, not silently cut."""
+    md = tmp_path / "Maildir"
+    for sub in ("new", "cur", "tmp"):
+        (md / sub).mkdir(parents=True)
+    names = [f"{1700000000 + n}.M{n}.host" for n in range(tlsrpt.MAX_MESSAGES + 5)]
+    for name in names:
+        (md / "cur" / f"{name}:2,S").write_bytes(b"x")
+    got = [k for k, _ in tlsrpt.mailbox_messages(md, names[:tlsrpt.MAX_MESSAGES])]
+    assert got == names[tlsrpt.MAX_MESSAGES:]
+    mbox = tmp_path / "mbox"
+    filler = b"From a@b Tue Dec  1 00:00:00 2026\nSubject: old\n\n" + b"x" * (1 << 20) + b"\n"
+    with mbox.open("wb") as w:
+        for _ in range((tlsrpt.MAX_MBOX >> 20) + 2):
+            w.write(filler)
+        for rid in ("new1", "new2"):
+            w.write(b"From a@b Wed Dec  2 00:00:00 2026\n" + mail(report(rid, {})) + b"\n")
+    notes: list[str] = []
+    reports = [r for _, raw in tlsrpt.mailbox_messages(mbox, (), notes)
+               for r in tlsrpt.from_message(raw, "mbox")]
+    assert [r.report_id for r in reports] == ["new1", "new2"]
+    assert len(notes) == 1 and "mailbox larger than 64 MiB" in notes[0]

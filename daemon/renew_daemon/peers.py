@@ -59,6 +59,9 @@ BASELINE = 86400
 MIN_BASELINE = 900
 """Less log history than this before a renewal: no comparison (no baseline to compare with)."""
 CLIENTS_PER_MINUTE = 32
+MAILBOX_INTERVAL = 300
+"""Seconds between reads of ``peers.tlsrpt_mailbox`` (reports come a few a day; an mbox
+is read up to 64 MiB, too much for every ``peers.interval`` tick)."""
 TALLY_SPAN = 86400
 
 
@@ -180,6 +183,7 @@ class PeerWatch:
         self.params: dict[str, str] = {}
         self.postfix_names: tuple[str, ...] = ()
         """Postfix's own ``syslog_name`` values (main.cf and master.cf's ``-o``)."""
+        self.mailbox_read_at: float | None = None
 
     def close(self) -> None:
         if self.file is not None:
@@ -312,16 +316,19 @@ class PeerWatch:
     def read_reports(self, now: float, our_mx: set[str]) -> int:
         """Read new mail in ``peers.tlsrpt_mailbox``; returns the number of reports."""
         path = self.config.peers.tlsrpt_mailbox
-        if path is None:
+        if path is None or (self.mailbox_read_at is not None
+                            and 0 <= now - self.mailbox_read_at < MAILBOX_INTERVAL):
             return 0
+        self.mailbox_read_at = now
         rpt = self.state.tlsrpt
         seen: list[str] = rpt.setdefault("seen", [])
         sessions, failures = Counter(rpt.get("sessions", {})), Counter(rpt.get("failures", {}))
         last: list[dict[str, Any]] = rpt.setdefault("last", [])
         found: list[dict[str, Any]] = rpt.setdefault("findings", [])
         count = 0
+        notes: list[str] = []
         try:
-            for key, raw in mailbox_messages(path, seen):
+            for key, raw in mailbox_messages(path, seen, notes):
                 seen.append(key)
                 # saved before the message is parsed: one that kills us (memory) is not
                 # parsed again after the restart, over and over
@@ -344,7 +351,7 @@ class PeerWatch:
                     if now - (report_time(r) or now) < 7 * 86400:  # older: history
                         found += [{"time": now, "detail": p.detail, "fix": p.fix}
                                   for p in tlsrpt_findings([r], our_mx)]
-            rpt["error"] = ""
+            rpt["error"] = "; ".join(notes)
         except (LogError, OSError) as exc:
             rpt["error"] = f"{path}: {exc}"
         rpt["seen"] = seen[-2000:]

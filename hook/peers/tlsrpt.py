@@ -216,9 +216,13 @@ def from_message(raw: bytes, source: str) -> list[Report]:
     return out
 
 
-def mailbox_messages(path: Path, seen: Iterable[str] = ()) -> Iterable[tuple[str, bytes]]:
-    """(key, message) for each message of a maildir (``new/`` and ``cur/``) or an mbox
-    file that is not in ``seen``; keys are maildir unique names or a hash of the message."""
+def mailbox_messages(path: Path, seen: Iterable[str] = (), notes: list[str] | None = None
+                     ) -> Iterable[tuple[str, bytes]]:
+    """(key, message) for each of the newest :data:`MAX_MESSAGES` messages of a maildir
+    (``new/`` and ``cur/``, by name: maildir names begin with the delivery time) or an mbox
+    file (its last :data:`MAX_MBOX` bytes) that is not in ``seen``, oldest first; keys are
+    maildir unique names or a hash of the message. An mbox over the cap adds a line to
+    ``notes`` (only its end is read: old mail should be expired)."""
     skip = set(seen)
     if path.is_dir():
         names: list[tuple[str, Path]] = []
@@ -228,7 +232,7 @@ def mailbox_messages(path: Path, seen: Iterable[str] = ()) -> Iterable[tuple[str
                 names += [(p.name.split(":2,")[0], p) for p in folder.iterdir()]
             except OSError:
                 continue
-        for key, p in sorted(names)[:MAX_MESSAGES]:
+        for key, p in sorted(names)[-MAX_MESSAGES:]:
             if key in skip:
                 continue
             try:
@@ -236,13 +240,33 @@ def mailbox_messages(path: Path, seen: Iterable[str] = ()) -> Iterable[tuple[str
             except LogError:
                 continue
         return
-    data = read_bounded(path, MAX_MBOX)
-    for raw in re.split(rb"(?m)^From .*\n", data)[:MAX_MESSAGES + 1]:
+    data, size = read_tail(path, MAX_MBOX)
+    if size > MAX_MBOX:
+        if notes is not None:
+            notes.append(f"{path}: mailbox larger than {MAX_MBOX >> 20} MiB ({size >> 20} MiB): "
+                         "only its last messages are read; expire old mail")
+        data = data[data.find(b"\nFrom ") + 1:] if b"\nFrom " in data else b""
+    for raw in re.split(rb"(?m)^From .*\n", data)[-MAX_MESSAGES:]:
         if not raw.strip():
             continue
         key = hashlib.sha256(raw).hexdigest()[:32]
         if key not in skip:
             yield key, raw
+
+
+def read_tail(path: Path, limit: int) -> tuple[bytes, int]:
+    """The last ``limit`` bytes of a regular file, and its size."""
+    fd = open_regular(path)
+    try:
+        size = os.fstat(fd).st_size
+        start = max(0, size - limit)
+        chunks, offset = [], start
+        while offset < size and (chunk := os.pread(fd, min(size - offset, 1 << 20), offset)):
+            chunks.append(chunk)
+            offset += len(chunk)
+        return b"".join(chunks), size
+    finally:
+        os.close(fd)
 
 
 @dataclass
