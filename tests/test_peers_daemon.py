@@ -203,3 +203,29 @@ def test_the_mailbox_is_read_every_few_minutes_not_every_tick(tmp_path: Path) ->
     (md / "new" / "2.b.host").write_bytes(mail(report("r2", {})))
     assert w.read_reports(now + 10, {"mx.example.test"}) == 0
     assert w.read_reports(now + MAILBOX_INTERVAL, {"mx.example.test"}) == 1
+
+
+def test_the_outbound_domain_cap_costs_a_lookup_per_event(tmp_path: Path) -> None:
+    """With a full table of 10000 domains, 5000 outbound sessions are counted in well under
+    a second (the table was rebuilt for every event: seconds); the cap holds after a
+    restart (the set is made again from the saved table)."""
+    from daemon.renew_daemon.peers import PeerState, PeerWatch  # noqa: PLC0415
+    from hook.peers.tlslog import Direction, Level, TlsEvent  # noqa: PLC0415
+
+    cfg = config.Config(deploy=config.DeployConfig(state_dir=tmp_path / "s", bundle_dir=tmp_path / "b"),
+                        peers=config.PeersConfig(domain_table_size=10000))
+    w = PeerWatch(cfg, structlog.get_logger("test"))
+    now = 1_800_000_000.0
+
+    def out(host: str) -> TlsEvent:
+        return TlsEvent(now, Direction.OUTBOUND, Level.VERIFIED, host=host)
+
+    for n in range(10000):
+        w.add(out(f"mx.d{n}.example"), now)
+    start = time.monotonic()
+    for n in range(5000):
+        w.add(out(f"mx.new{n}.example"), now)
+    assert time.monotonic() - start < 1.0
+    assert w.state.domains["other verified"] == 5000
+    again = PeerState.from_json(json.loads(json.dumps(w.state.to_json())))
+    assert len(again.known_domains) == 10001 and "d7.example" in again.known_domains

@@ -91,6 +91,12 @@ class PeerState:
     """The tally of the 24 h before ``tally_start`` (findings look at both)."""
     tlsrpt: dict[str, Any] = field(default_factory=dict)
     """TLSRPT: seen report ids, counters by policy and result, the last reports."""
+    known_domains: set[str] = field(default_factory=set, repr=False)
+    """The domains of ``domains`` (not saved: made again from it), so that the table's cap
+    costs a set lookup per event, not a pass over the table."""
+
+    def __post_init__(self) -> None:
+        self.known_domains = {k.rsplit(" ", 1)[0] for k in self.domains}
 
     def to_json(self) -> dict[str, Any]:
         return {"version": VERSION, "source": self.source, "position": self.position,
@@ -265,9 +271,10 @@ class PeerWatch:
             s.levels[f"{e.direction.value} {e.level.value}"] += 1
             if e.direction is Direction.OUTBOUND:
                 domain = domain_of(e.host)
-                known = {k.rsplit(" ", 1)[0] for k in s.domains}
+                known = s.known_domains
                 if domain not in known and len(known) >= self.config.peers.domain_table_size:
                     domain = "other"
+                known.add(domain)
                 s.domains[f"{domain} {e.level.value}"] += 1
         elif e.failure is not None:
             s.failures[f"{e.direction.value} {e.failure.value}"] += 1
