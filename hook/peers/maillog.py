@@ -25,6 +25,7 @@ import os
 import shutil
 import stat
 import subprocess
+import tempfile
 import time
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
@@ -268,8 +269,11 @@ class JournalFollower:
             raise LogError(f"{self.journalctl}: not found (is this a systemd host?)")
         events: list[TlsEvent] = []
         deadline = time.monotonic() + timeout
-        with subprocess.Popen(self.command(), stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                              stdin=subprocess.DEVNULL) as proc:
+        # stderr goes to a file, read (its start) at the end: a pipe nobody drains while
+        # stdout is read would stop a chatty journalctl, and us with it
+        with tempfile.TemporaryFile() as errors, subprocess.Popen(
+                self.command(), stdout=subprocess.PIPE, stderr=errors,
+                stdin=subprocess.DEVNULL) as proc:
             count = 0
             for raw in _bounded_lines(proc.stdout):
                 entry = _entry(raw)
@@ -290,7 +294,8 @@ class JournalFollower:
                 proc.wait(5)
             if proc.poll() is None:
                 proc.kill()
-            err = proc.stderr.read(4096).decode(errors="replace") if proc.stderr else ""
+            errors.seek(0)
+            err = errors.read(4096).decode(errors="replace")
             if proc.returncode not in (0, -15) and count == 0:
                 if self.cursor and "cursor" in err.lower() and not retried:
                     # the journal was vacuumed or replaced: our cursor names nothing now
