@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from hook.peers.maillog import Choice, FileFollower, JournalFollower, LogError, choose, read_recent
-from hook.peers.tlslog import Failure, Level
+from hook.peers.tlslog import Failure, Level, TlsEvent
 from tests.harness.journal import JOURNALD, running_journald
 
 L = "Dec  2 03:17:40 mx postfix/smtpd[{n}]: SSL_accept error from unknown[192.0.2.{n}]: -1\n"
@@ -150,3 +150,55 @@ def test_journal_cursor_neither_loses_nor_repeats() -> None:
 def test_journal_missing_journalctl() -> None:
     with pytest.raises(LogError, match="not found"):
         JournalFollower(journalctl="/nonexistent/journalctl").read()
+
+
+def test_short_append_is_not_taken_for_a_truncation(tmp_path: Path) -> None:
+    """New data shorter than the 64-byte mark (one short line) is read alone: the mark
+    kept is the full 64 bytes before the offset, so the next check does not take the
+    file for rewritten and read (and count) everything again; nor after a restart. A
+    line too long to keep moves the mark too."""
+    log = tmp_path / "mail.log"
+    log.write_text(lines(1, 2))
+    f = FileFollower(log, first_tail=1 << 20)
+    assert ids(f.read()) == [1, 2]
+    with log.open("a") as w:
+        w.write("short\n")
+    assert f.read() == ["short"]
+    with log.open("a") as w:
+        w.write("x\n")
+    assert f.read() == ["x"]
+    assert f.read() == [] and f.truncations == 0
+    saved = f.position
+    f.close()
+    with log.open("a") as w:
+        w.write("y\n")
+    g = FileFollower(log, saved)
+    assert g.read() == ["y"] and g.truncations == 0
+    with log.open("a") as w:  # over a read's size, no newline yet: skipped, not waited for
+        w.write("z" * ((1 << 20) + 10))
+    assert g.read() == [] and g.truncations == 0
+    with log.open("a") as w:
+        w.write("\n" + lines(3))
+    assert ids(g.read()[-1:]) == [3] and g.truncations == 0
+    g.close()
+
+
+def test_journalctl_writing_much_to_stderr_does_not_hang_us(tmp_path: Path) -> None:
+    """journalctl's stderr is not a pipe left undrained: a journalctl (here a script in its
+    place) that writes 1 MiB of warnings before its entries is read to its end, and the
+    start of its stderr is still in the error when it fails."""
+    entry = ('{"__CURSOR":"c1","__REALTIME_TIMESTAMP":"1800000000000000","SYSLOG_IDENTIFIER":'
+             '"postfix/smtpd","SYSLOG_PID":"7","MESSAGE":"SSL_accept error from x[192.0.2.1]: -1"}')
+    tool = tmp_path / "journalctl"
+    tool.write_text("#!/bin/sh\nhead -c 1048576 /dev/zero | tr '\\0' w >&2\n"
+                    f"echo '{entry}'\n")
+    tool.chmod(0o755)
+    got: list[list[TlsEvent]] = []
+    t = threading.Thread(target=lambda: got.append(JournalFollower(journalctl=str(tool)).read()),
+                         daemon=True)
+    t.start()
+    t.join(20)
+    assert got and [e.address for e in got[0]] == ["192.0.2.1"]
+    tool.write_text("#!/bin/sh\necho 'Failed to open: no such file' >&2\nexit 1\n")
+    with pytest.raises(LogError, match="exited 1: Failed to open"):
+        JournalFollower(journalctl=str(tool)).read()

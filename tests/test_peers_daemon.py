@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import subprocess
+import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -138,3 +139,93 @@ def test_seed_000_diagnoses_and_the_fix_works(bed: PeerBed, tmp_path: Path) -> N
     bed.ours.reset_main("smtpd_tls_exclude_ciphers")
     bed.ours.reload()
     w.peers.close()
+
+
+CRASH_RUN = """
+import re, resource, sys, time
+from pathlib import Path
+import email, email.policy, email.message, structlog  # imported before the limit
+from daemon.renew_daemon.peers import PeerWatch
+from hook import config
+state, box, headroom = Path(sys.argv[1]), Path(sys.argv[2]), int(sys.argv[3])
+cfg = config.Config(deploy=config.DeployConfig(state_dir=state, bundle_dir=state / "b"),
+                    peers=config.PeersConfig(tlsrpt_mailbox=box))
+w = PeerWatch(cfg, structlog.get_logger("t"))
+vm = int(re.search(r"VmSize:\\s+(\\d+) kB", Path("/proc/self/status").read_text())[1]) << 10
+resource.setrlimit(resource.RLIMIT_AS, (vm + headroom, vm + headroom))
+print("reports", w.read_reports(time.time(), {"mx.example.test"}))
+w.save()
+"""
+
+
+def test_a_message_that_kills_the_daemon_is_not_read_again(tmp_path: Path) -> None:
+    """A report that takes more memory than the daemon may use kills it while it is being
+    parsed (here: MemoryError under RLIMIT_AS, as systemd's MemoryMax would OOM-kill it).
+    The message was remembered as read before parsing, so the restarted daemon skips it
+    (no crash loop) and reads the next one."""
+    from tests.test_tlsrpt import bomb_doc, mail, report  # noqa: PLC0415
+
+    md = tmp_path / "Maildir"
+    for sub in ("new", "cur", "tmp"):
+        (md / sub).mkdir(parents=True)
+    (md / "new" / "1.bomb.host").write_bytes(mail(bomb_doc(3000, 1000)))  # 12 MB of JSON
+    state = tmp_path / "state"
+
+    def run(headroom: int) -> subprocess.CompletedProcess[str]:
+        return subprocess.run([sys.executable, "-c", CRASH_RUN, str(state), str(md), str(headroom)],
+                              check=False, capture_output=True, text=True, timeout=120,
+                              cwd=Path(__file__).parent.parent)
+
+    first = run(4 << 20)
+    assert first.returncode != 0 and "MemoryError" in first.stderr, first.stdout + first.stderr
+    (md / "new" / "2.ok.host").write_bytes(mail(report("after", {})))
+    second = run(256 << 20)
+    assert second.returncode == 0, second.stdout + second.stderr
+    assert "reports 1" in second.stdout and "1.bomb.host" not in second.stdout + second.stderr
+    seen = json.loads((state / "peers.json").read_text())["tlsrpt"]["seen"]
+    assert seen == ["1.bomb.host", "2.ok.host"]
+
+
+def test_the_mailbox_is_read_every_few_minutes_not_every_tick(tmp_path: Path) -> None:
+    """The TLSRPT mailbox is read at the first tick, then not before MAILBOX_INTERVAL."""
+    from daemon.renew_daemon.peers import MAILBOX_INTERVAL, PeerWatch  # noqa: PLC0415
+    from tests.test_tlsrpt import mail, report  # noqa: PLC0415
+
+    md = tmp_path / "Maildir"
+    for sub in ("new", "cur", "tmp"):
+        (md / sub).mkdir(parents=True)
+    (md / "new" / "1.a.host").write_bytes(mail(report("r1", {})))
+    cfg = config.Config(deploy=config.DeployConfig(state_dir=tmp_path / "s", bundle_dir=tmp_path / "b"),
+                        peers=config.PeersConfig(tlsrpt_mailbox=md))
+    w = PeerWatch(cfg, structlog.get_logger("test"))
+    now = 1_800_000_000.0
+    assert w.read_reports(now, {"mx.example.test"}) == 1
+    (md / "new" / "2.b.host").write_bytes(mail(report("r2", {})))
+    assert w.read_reports(now + 10, {"mx.example.test"}) == 0
+    assert w.read_reports(now + MAILBOX_INTERVAL, {"mx.example.test"}) == 1
+
+
+def test_the_outbound_domain_cap_costs_a_lookup_per_event(tmp_path: Path) -> None:
+    """With a full table of 10000 domains, 5000 outbound sessions are counted in well under
+    a second (the table was rebuilt for every event: seconds); the cap holds after a
+    restart (the set is made again from the saved table)."""
+    from daemon.renew_daemon.peers import PeerState, PeerWatch  # noqa: PLC0415
+    from hook.peers.tlslog import Direction, Level, TlsEvent  # noqa: PLC0415
+
+    cfg = config.Config(deploy=config.DeployConfig(state_dir=tmp_path / "s", bundle_dir=tmp_path / "b"),
+                        peers=config.PeersConfig(domain_table_size=10000))
+    w = PeerWatch(cfg, structlog.get_logger("test"))
+    now = 1_800_000_000.0
+
+    def out(host: str) -> TlsEvent:
+        return TlsEvent(now, Direction.OUTBOUND, Level.VERIFIED, host=host)
+
+    for n in range(10000):
+        w.add(out(f"mx.d{n}.example"), now)
+    start = time.monotonic()
+    for n in range(5000):
+        w.add(out(f"mx.new{n}.example"), now)
+    assert time.monotonic() - start < 1.0
+    assert w.state.domains["other verified"] == 5000
+    again = PeerState.from_json(json.loads(json.dumps(w.state.to_json())))
+    assert len(again.known_domains) == 10001 and "d7.example" in again.known_domains

@@ -118,3 +118,24 @@ def test_one_smtpd_process_failing_two_sessions_counts_two() -> None:
     t = tlsdiag.tally(parse_lines(log, now=NOW))
     assert t.failed_sessions == 3
     assert t.failures[("inbound", "handshake")] == 2
+
+
+def test_trusted_then_untrusted_advice_inspects_the_chain() -> None:
+    """A server seen Verified, then Untrusted (a CA is configured): the advice is to look at
+    its chain with posttls-finger and at our CA bundle, not to exclude aNULL (an aNULL
+    session logs 'Anonymous', not 'Untrusted')."""
+    from hook.peers import tlsdiag  # noqa: PLC0415
+
+    h = "2026-12-02T03:43:1{} mail postfix/smtp[77]: "
+    log = [h.format(0) + "Verified TLS connection established to mx.peer.example[192.0.2.7]:25: "
+                         "TLSv1.3 with cipher TLS_AES_256_GCM_SHA384 (256/256 bits)",
+           h.format(1) + "Untrusted TLS connection established to mx.peer.example[192.0.2.7]:25: "
+                         "TLSv1.3 with cipher TLS_AES_256_GCM_SHA384 (256/256 bits)"]
+    t = tlsdiag.tally(parse_lines(log, now=NOW))
+    assert t.untrusted_out_count == 1 and t.verified_out == {"mx.peer.example"}
+    (p,) = tlsdiag.findings(t, {"smtp_tls_CApath": "/etc/ssl/certs"},
+                            bundle=Path("/etc/ssl/certs/ca-certificates.crt"))
+    assert "aNULL" not in p.fix and "exclude_ciphers" not in p.fix
+    assert "posttls-finger -c -l verify -P /etc/ssl/certs 'mx.peer.example'" in p.fix
+    assert "smtp_tls_CAfile = /etc/ssl/certs/ca-certificates.crt" in p.fix
+    assert "(/etc/ssl/certs)" in p.fix

@@ -141,3 +141,69 @@ def test_tlsrpt_record_with_dnssec_status(dns_stack: DnsStack, dns_config: Confi
     assert missing.problem is not None and missing.problem.code is Code.TLSRPT_MISSING
     bogus = tlsrpt.lookup(BOGUS, resolver)
     assert bogus.security is Security.BOGUS and bogus.problem is not None
+
+
+def bomb_doc(policies: int, details: int) -> dict[str, Any]:
+    """A report of ``policies`` policies with ``details`` empty failure details each: a few
+    bytes apiece in the JSON, hundreds of MB once parsed (1000 x 1000: 3 MB, 5 KB gzipped)."""
+    doc = report("bomb", {})
+    doc["policies"] = [{**doc["policies"][0], "failure-details": [{}] * details}
+                       for _ in range(policies)]
+    return doc
+
+
+def test_report_bomb_is_parsed_in_bounded_memory() -> None:
+    """1000 policies x 1000 failure details (3 MB of JSON, 5 KB gzipped, in one mail) is
+    refused before json.loads with a bounded peak (it took ~220 MB); a report under the
+    value cap keeps at most MAX_DETAILS details and says how many it left out; a mail with
+    more than MAX_REPORTS attachments reads MAX_REPORTS and says the rest was not read."""
+    import tracemalloc  # noqa: PLC0415
+
+    raw = mail(bomb_doc(1000, 1000))
+    assert len(raw) < 16 << 10
+    tracemalloc.start()
+    try:
+        got = tlsrpt.from_message(raw, "bomb")
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert peak < 24 << 20, f"peak {peak >> 20} MB"
+    assert len(got) == 1 and "JSON values" in got[0].error
+    capped = tlsrpt.parse_report(json.dumps(bomb_doc(10, 500)).encode(), "capped")
+    assert capped.error == ""
+    assert sum(len(p.failures) for p in capped.policies) == tlsrpt.MAX_DETAILS
+    assert capped.note.startswith("4000 failure detail(s) over the cap")
+    msg = EmailMessage()
+    msg.set_content("many")
+    for n in range(tlsrpt.MAX_REPORTS + 5):
+        msg.add_attachment(json.dumps(report(f"a{n}", {})).encode(), maintype="application",
+                           subtype="tlsrpt+json", filename=f"a{n}.json")
+    many = tlsrpt.from_message(msg.as_bytes(), "many")
+    assert [r.report_id for r in many[:-1]] == [f"a{n}" for n in range(tlsrpt.MAX_REPORTS)]
+    assert "more than" in many[-1].error and len(many) == tlsrpt.MAX_REPORTS + 1
+
+
+def test_a_full_mailbox_still_yields_its_new_reports(tmp_path: Path) -> None:
+    """A maildir of more than MAX_MESSAGES messages: the newest are read (the oldest were
+    read back then), not the oldest over and over. An mbox over MAX_MBOX: its end is read
+    (the new reports) and the size is named in a note, not silently cut."""
+    md = tmp_path / "Maildir"
+    for sub in ("new", "cur", "tmp"):
+        (md / sub).mkdir(parents=True)
+    names = [f"{1700000000 + n}.M{n}.host" for n in range(tlsrpt.MAX_MESSAGES + 5)]
+    for name in names:
+        (md / "cur" / f"{name}:2,S").write_bytes(b"x")
+    got = [k for k, _ in tlsrpt.mailbox_messages(md, names[:tlsrpt.MAX_MESSAGES])]
+    assert got == names[tlsrpt.MAX_MESSAGES:]
+    mbox = tmp_path / "mbox"
+    filler = b"From a@b Tue Dec  1 00:00:00 2026\nSubject: old\n\n" + b"x" * (1 << 20) + b"\n"
+    with mbox.open("wb") as w:
+        for _ in range((tlsrpt.MAX_MBOX >> 20) + 2):
+            w.write(filler)
+        for rid in ("new1", "new2"):
+            w.write(b"From a@b Wed Dec  2 00:00:00 2026\n" + mail(report(rid, {})) + b"\n")
+    notes: list[str] = []
+    reports = [r for _, raw in tlsrpt.mailbox_messages(mbox, (), notes)
+               for r in tlsrpt.from_message(raw, "mbox")]
+    assert [r.report_id for r in reports] == ["new1", "new2"]
+    assert len(notes) == 1 and "mailbox larger than 64 MiB" in notes[0]

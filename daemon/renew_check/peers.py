@@ -129,10 +129,11 @@ def _reports(config: Config, report_files: Sequence[Path],
     box = config.peers.tlsrpt_mailbox
     if box is None:
         return reports, []
+    notes: list[str] = []
     try:
-        for key, raw in mailbox_messages(box):
+        for key, raw in mailbox_messages(box, (), notes):
             reports += reports_from_message(raw, f"{box} {key}")
     except (LogError, OSError) as exc:
-        return reports, [Problem(Code.LOG_UNREADABLE, Status.WARNING, f"tlsrpt_mailbox: {exc}",
-                                 "check [peers] tlsrpt_mailbox")]
-    return reports, []
+        notes.append(f"tlsrpt_mailbox: {exc}")
+    return reports, [Problem(Code.LOG_UNREADABLE, Status.WARNING, n, "check [peers] tlsrpt_mailbox")
+                     for n in notes]

@@ -59,6 +59,9 @@ BASELINE = 86400
 MIN_BASELINE = 900
 """Less log history than this before a renewal: no comparison (no baseline to compare with)."""
 CLIENTS_PER_MINUTE = 32
+MAILBOX_INTERVAL = 300
+"""Seconds between reads of ``peers.tlsrpt_mailbox`` (reports come a few a day; an mbox
+is read up to 64 MiB, too much for every ``peers.interval`` tick)."""
 TALLY_SPAN = 86400
 
 
@@ -88,6 +91,12 @@ class PeerState:
     """The tally of the 24 h before ``tally_start`` (findings look at both)."""
     tlsrpt: dict[str, Any] = field(default_factory=dict)
     """TLSRPT: seen report ids, counters by policy and result, the last reports."""
+    known_domains: set[str] = field(default_factory=set, repr=False)
+    """The domains of ``domains`` (not saved: made again from it), so that the table's cap
+    costs a set lookup per event, not a pass over the table."""
+
+    def __post_init__(self) -> None:
+        self.known_domains = {k.rsplit(" ", 1)[0] for k in self.domains}
 
     def to_json(self) -> dict[str, Any]:
         return {"version": VERSION, "source": self.source, "position": self.position,
@@ -180,6 +189,7 @@ class PeerWatch:
         self.params: dict[str, str] = {}
         self.postfix_names: tuple[str, ...] = ()
         """Postfix's own ``syslog_name`` values (main.cf and master.cf's ``-o``)."""
+        self.mailbox_read_at: float | None = None
 
     def close(self) -> None:
         if self.file is not None:
@@ -261,9 +271,10 @@ class PeerWatch:
             s.levels[f"{e.direction.value} {e.level.value}"] += 1
             if e.direction is Direction.OUTBOUND:
                 domain = domain_of(e.host)
-                known = {k.rsplit(" ", 1)[0] for k in s.domains}
+                known = s.known_domains
                 if domain not in known and len(known) >= self.config.peers.domain_table_size:
                     domain = "other"
+                known.add(domain)
                 s.domains[f"{domain} {e.level.value}"] += 1
         elif e.failure is not None:
             s.failures[f"{e.direction.value} {e.failure.value}"] += 1
@@ -312,21 +323,30 @@ class PeerWatch:
     def read_reports(self, now: float, our_mx: set[str]) -> int:
         """Read new mail in ``peers.tlsrpt_mailbox``; returns the number of reports."""
         path = self.config.peers.tlsrpt_mailbox
-        if path is None:
+        if path is None or (self.mailbox_read_at is not None
+                            and 0 <= now - self.mailbox_read_at < MAILBOX_INTERVAL):
             return 0
+        self.mailbox_read_at = now
         rpt = self.state.tlsrpt
         seen: list[str] = rpt.setdefault("seen", [])
         sessions, failures = Counter(rpt.get("sessions", {})), Counter(rpt.get("failures", {}))
         last: list[dict[str, Any]] = rpt.setdefault("last", [])
         found: list[dict[str, Any]] = rpt.setdefault("findings", [])
         count = 0
+        notes: list[str] = []
         try:
-            for key, raw in mailbox_messages(path, seen):
+            for key, raw in mailbox_messages(path, seen, notes):
                 seen.append(key)
+                # saved before the message is parsed: one that kills us (memory) is not
+                # parsed again after the restart, over and over
+                rpt["sessions"], rpt["failures"] = dict(sessions), dict(failures)
+                self.save()
                 for r in reports_from_message(raw, f"{path} {key}"):
                     if r.error:
                         self.log.warning("tlsrpt", source=r.source, error=r.error)
                         continue
+                    if r.note:
+                        self.log.warning("tlsrpt", source=r.source, note=r.note)
                     count += 1
                     rpt["reports"] = int(rpt.get("reports", 0)) + 1
                     summary = summarise_reports([r])
@@ -338,7 +358,7 @@ class PeerWatch:
                     if now - (report_time(r) or now) < 7 * 86400:  # older: history
                         found += [{"time": now, "detail": p.detail, "fix": p.fix}
                                   for p in tlsrpt_findings([r], our_mx)]
-            rpt["error"] = ""
+            rpt["error"] = "; ".join(notes)
         except (LogError, OSError) as exc:
             rpt["error"] = f"{path}: {exc}"
         rpt["seen"] = seen[-2000:]

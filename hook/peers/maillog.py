@@ -25,6 +25,7 @@ import os
 import shutil
 import stat
 import subprocess
+import tempfile
 import time
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
@@ -140,7 +141,8 @@ class FileFollower:
             if old is not None:  # still there (or renamed): go on where we stopped
                 fd, size = old
                 self._adopt(fd, saved.offset if saved.offset <= size else 0)
-                if saved.mark and self.mark.hex() != saved.mark:  # rewritten meanwhile
+                if saved.mark and not self.mark.hex().endswith(saved.mark):  # rewritten meanwhile
+                    # (endswith: a mark saved shorter than MARK by an earlier version)
                     self.truncations += 1
                     self.offset, self.mark = 0, b""
                 return
@@ -190,12 +192,13 @@ class FileFollower:
             if last < 0:
                 if len(data) >= MAX_LINE:  # one absurdly long line: skip it
                     self.offset += len(data)
+                    self.mark = data[-MARK:]
                     budget -= len(data)
                     continue
                 break  # a partial line: wait for its end
             chunk = data[:last + 1]
             self.offset += len(chunk)
-            self.mark = chunk[-MARK:]
+            self.mark = (self.mark + chunk)[-MARK:]
             budget -= len(chunk)
             lines += [ln for ln in chunk.decode("utf-8", "replace").split("\n")[:-1]
                       if len(ln) <= MAX_LINE]
@@ -266,8 +269,11 @@ class JournalFollower:
             raise LogError(f"{self.journalctl}: not found (is this a systemd host?)")
         events: list[TlsEvent] = []
         deadline = time.monotonic() + timeout
-        with subprocess.Popen(self.command(), stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                              stdin=subprocess.DEVNULL) as proc:
+        # stderr goes to a file, read (its start) at the end: a pipe nobody drains while
+        # stdout is read would stop a chatty journalctl, and us with it
+        with tempfile.TemporaryFile() as errors, subprocess.Popen(
+                self.command(), stdout=subprocess.PIPE, stderr=errors,
+                stdin=subprocess.DEVNULL) as proc:
             count = 0
             for raw in _bounded_lines(proc.stdout):
                 entry = _entry(raw)
@@ -288,7 +294,8 @@ class JournalFollower:
                 proc.wait(5)
             if proc.poll() is None:
                 proc.kill()
-            err = proc.stderr.read(4096).decode(errors="replace") if proc.stderr else ""
+            errors.seek(0)
+            err = errors.read(4096).decode(errors="replace")
             if proc.returncode not in (0, -15) and count == 0:
                 if self.cursor and "cursor" in err.lower() and not retried:
                     # the journal was vacuumed or replaced: our cursor names nothing now

@@ -11,7 +11,9 @@ whatever the certificate is, because no certificate is sent at all):
 * an **anonymous cipher** outbound: ``smtp_tls_exclude_ciphers = aNULL``;
 * **Untrusted outbound** while ``smtp_tls_CAfile`` and ``smtp_tls_CApath`` are unset:
   Postfix's client has no CA to verify any server with; set ``smtp_tls_CAfile``. Or a
-  server that was Trusted/Verified earlier and is Untrusted now: its certificate changed.
+  server that was Trusted/Verified earlier and is Untrusted now: its chain changed or our
+  CA bundle lacks its CA (inspect it with ``posttls-finger``; an aNULL cipher logs
+  "Anonymous", not "Untrusted", so excluding aNULL is no fix for this one).
 """
 
 from __future__ import annotations
@@ -172,13 +174,16 @@ def findings(t: Tally, params: Mapping[str, str], bundle: Path | None = None) ->
                 "were 'Untrusted': smtp_tls_CAfile and smtp_tls_CApath are unset, so Postfix's "
                 "SMTP client has no CA to verify any server with",
                 f"postconf -e 'smtp_tls_CAfile = {path}' && postfix reload"))
-        elif again:
+        elif again:  # (an aNULL cipher logs 'Anonymous', not 'Untrusted': not that)
+            host = sorted(again)[0]
+            ca = params.get("smtp_tls_CAfile", "").strip() or params.get("smtp_tls_CApath", "").strip()
             out.append(Problem(
                 Code.PEER_UNTRUSTED, Status.WARNING,
                 f"outbound TLS to {_list(again)} was Trusted/Verified and is now 'Untrusted': "
-                "their certificate or chain changed (or an anonymous cipher was chosen)",
-                f"postconf -e 'smtp_tls_exclude_ciphers = {_merged(params, 'smtp_tls_exclude_ciphers')}'"
-                " && postfix reload; then check the server with 'posttls-finger'"))
+                "the server's certificate or chain changed, or our CA bundle lacks its new CA",
+                f"inspect the server's chain: posttls-finger -c -l verify -P /etc/ssl/certs "
+                f"'{host}'; if it verifies there, the CA bundle Postfix uses ({ca}) lacks that "
+                f"CA: postconf -e 'smtp_tls_CAfile = {bundle or ca_bundle()}' && postfix reload"))
     return out
 
 

@@ -34,6 +34,13 @@ MAX_JSON = 16 << 20
 """Decompressed report size cap (a gzip bomb stops here)."""
 MAX_MBOX = 64 << 20
 MAX_MESSAGES = 2000
+MAX_VALUES = 200_000
+"""A report's JSON with more values than this (counted, before parsing, as its ``{ [ , :``
+bytes) is refused: parsed, a few MB of tiny values would take hundreds of MB of memory."""
+MAX_DETAILS = 1000
+"""Failure details kept per report, all policies together (the rest are noted, not kept)."""
+MAX_REPORTS = 20
+"""Report attachments read per mail message (more: noted as an error, not read)."""
 REPORT_TYPES = ("application/tlsrpt+gzip", "application/tlsrpt+json", "application/gzip",
                 "application/json", "application/x-gzip")
 FIX = {
@@ -86,6 +93,8 @@ class Report:
     end: str = ""
     policies: tuple[Policy, ...] = ()
     error: str = ""
+    note: str = ""
+    """What was left out of a report that was read (failure details over the cap)."""
 
     @property
     def key(self) -> str:
@@ -115,6 +124,9 @@ def parse_report(data: bytes, source: str) -> Report:
         if len(raw) > MAX_JSON or d.unconsumed_tail:
             return Report(source, error=f"decompresses to more than {MAX_JSON >> 20} MiB: ignored")
         data = raw
+    values = sum(data.count(c) for c in (b"{", b"[", b",", b":"))
+    if values > MAX_VALUES:
+        return Report(source, error=f"more than {MAX_VALUES} JSON values ({values}): ignored")
     try:
         doc = json.loads(data)
     except (ValueError, RecursionError) as exc:
@@ -123,20 +135,18 @@ def parse_report(data: bytes, source: str) -> Report:
         return Report(source, error="not a TLSRPT report (no 'policies' list)")
     rng = _dict(doc.get("date-range"))
     policies = []
+    left, dropped = MAX_DETAILS, 0
     for p in doc["policies"][:1000]:
         if not isinstance(p, dict):
             continue
         pol = _dict(p.get("policy"))
         summ = _dict(p.get("summary"))
-        details = []
         raw_details = p.get("failure-details")
-        for f in raw_details[:1000] if isinstance(raw_details, list) else []:
-            if isinstance(f, dict):
-                details.append(FailureDetail(
-                    _str(f.get("result-type"), 64) or "unknown", _int(f.get("failed-session-count")),
-                    _str(f.get("receiving-mx-hostname")).lower().rstrip("."),
-                    _str(f.get("receiving-ip"), 64), _str(f.get("sending-mta-ip"), 64),
-                    _str(f.get("failure-reason-code"), 200)))
+        raw_details = [f for f in raw_details if isinstance(f, dict)] if isinstance(
+            raw_details, list) else []
+        details = [_detail(f) for f in raw_details[:left]]
+        left -= len(details)
+        dropped += len(raw_details) - len(details)
         mx_hosts = pol.get("mx-host")
         mx = mx_hosts if isinstance(mx_hosts, list) else []
         policies.append(Policy(
@@ -147,7 +157,17 @@ def parse_report(data: bytes, source: str) -> Report:
             _int(summ.get("total-failure-session-count")), tuple(details)))
     return Report(source, _str(doc.get("organization-name")), _str(doc.get("report-id")),
                   _str(rng.get("start-datetime"), 40), _str(rng.get("end-datetime"), 40),
-                  tuple(policies))
+                  tuple(policies),
+                  note=f"{dropped} failure detail(s) over the cap of {MAX_DETAILS} left out"
+                  if dropped else "")
+
+
+def _detail(f: dict[str, Any]) -> FailureDetail:
+    return FailureDetail(
+        _str(f.get("result-type"), 64) or "unknown", _int(f.get("failed-session-count")),
+        _str(f.get("receiving-mx-hostname")).lower().rstrip("."),
+        _str(f.get("receiving-ip"), 64), _str(f.get("sending-mta-ip"), 64),
+        _str(f.get("failure-reason-code"), 200))
 
 
 def read_bounded(path: Path, limit: int = MAX_FILE) -> bytes:
@@ -181,20 +201,28 @@ def from_message(raw: bytes, source: str) -> list[Report]:
     from email.message import EmailMessage  # noqa: PLC0415
 
     msg = email.message_from_bytes(raw[:MAX_FILE], policy=email.policy.default)
-    out = []
+    out: list[Report] = []
     for part in msg.walk() if isinstance(msg, EmailMessage) else ():
         ctype = part.get_content_type()
         name = part.get_filename() or ""
         if ctype in REPORT_TYPES or name.endswith((".json", ".json.gz", ".gz")):
+            if len(out) >= MAX_REPORTS:
+                out.append(Report(source, error=f"more than {MAX_REPORTS} report attachments: "
+                                                "the rest not read"))
+                break
             payload = part.get_payload(decode=True)
             if isinstance(payload, bytes):
                 out.append(parse_report(payload, f"{source} ({name or ctype})"))
     return out
 
 
-def mailbox_messages(path: Path, seen: Iterable[str] = ()) -> Iterable[tuple[str, bytes]]:
-    """(key, message) for each message of a maildir (``new/`` and ``cur/``) or an mbox
-    file that is not in ``seen``; keys are maildir unique names or a hash of the message."""
+def mailbox_messages(path: Path, seen: Iterable[str] = (), notes: list[str] | None = None
+                     ) -> Iterable[tuple[str, bytes]]:
+    """(key, message) for each of the newest :data:`MAX_MESSAGES` messages of a maildir
+    (``new/`` and ``cur/``, by name: maildir names begin with the delivery time) or an mbox
+    file (its last :data:`MAX_MBOX` bytes) that is not in ``seen``, oldest first; keys are
+    maildir unique names or a hash of the message. An mbox over the cap adds a line to
+    ``notes`` (only its end is read: old mail should be expired)."""
     skip = set(seen)
     if path.is_dir():
         names: list[tuple[str, Path]] = []
@@ -204,7 +232,7 @@ def mailbox_messages(path: Path, seen: Iterable[str] = ()) -> Iterable[tuple[str
                 names += [(p.name.split(":2,")[0], p) for p in folder.iterdir()]
             except OSError:
                 continue
-        for key, p in sorted(names)[:MAX_MESSAGES]:
+        for key, p in sorted(names)[-MAX_MESSAGES:]:
             if key in skip:
                 continue
             try:
@@ -212,13 +240,33 @@ def mailbox_messages(path: Path, seen: Iterable[str] = ()) -> Iterable[tuple[str
             except LogError:
                 continue
         return
-    data = read_bounded(path, MAX_MBOX)
-    for raw in re.split(rb"(?m)^From .*\n", data)[:MAX_MESSAGES + 1]:
+    data, size = read_tail(path, MAX_MBOX)
+    if size > MAX_MBOX:
+        if notes is not None:
+            notes.append(f"{path}: mailbox larger than {MAX_MBOX >> 20} MiB ({size >> 20} MiB): "
+                         "only its last messages are read; expire old mail")
+        data = data[data.find(b"\nFrom ") + 1:] if b"\nFrom " in data else b""
+    for raw in re.split(rb"(?m)^From .*\n", data)[-MAX_MESSAGES:]:
         if not raw.strip():
             continue
         key = hashlib.sha256(raw).hexdigest()[:32]
         if key not in skip:
             yield key, raw
+
+
+def read_tail(path: Path, limit: int) -> tuple[bytes, int]:
+    """The last ``limit`` bytes of a regular file, and its size."""
+    fd = open_regular(path)
+    try:
+        size = os.fstat(fd).st_size
+        start = max(0, size - limit)
+        chunks, offset = [], start
+        while offset < size and (chunk := os.pread(fd, min(size - offset, 1 << 20), offset)):
+            chunks.append(chunk)
+            offset += len(chunk)
+        return b"".join(chunks), size
+    finally:
+        os.close(fd)
 
 
 @dataclass
