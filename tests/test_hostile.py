@@ -384,6 +384,46 @@ def test_deadline_after_the_write_rolls_back(hb: Bed) -> None:
     assert ran.seconds < 4 + 30
 
 
+def test_deadline_during_the_rollback_lets_it_finish(hb: Bed) -> None:
+    """The reload fails at once, and the rollback's reload is still running when
+    deploy.hook_deadline passes: the rollback is not cut half way (it used to end as
+    rollback_failed, with no reload and no proof); it finishes, proves the previous
+    bundle, and the hook exits 8."""
+    marker = hb.stack.base / "reload-failed-once"
+    marker.unlink(missing_ok=True)
+    cfdir = hb.stack.postfix.config_dir
+    reload = ["sh", "-c", f"if [ -e {marker} ]; then sleep 6; exec postfix -c {cfdir} reload; "
+                          f"else touch {marker}; exit 1; fi"]
+    cfg = hb.stack.write_config(hb.stack.base / "deadline3.toml",
+                                deploy={"hook_deadline": 4, "proof_timeout": 8},
+                                postfix={"reload_command": reload},
+                                probe={"cafile": str(hb.stack.base / "cafile.pem")})
+    old = served_all(hb.stack)
+    renew(hb)
+    ran = hook(hb, config=cfg, timeout=60)
+    assert ran.rc == 8, ran.text
+    assert "rollback failed" not in ran.text, ran.text
+    ran.line_with("rolled back", "is served again")
+    assert '"outcome": "rolled_back"' in ran.out, ran.out
+    assert served_all(hb.stack) == old
+    assert ran.seconds < 4 + 30
+
+
+def test_deadline_the_record_and_alert_get_their_own_time() -> None:
+    """The deadline passed during a (shielded) rollback that used most of its grace: the
+    record and the alert still get their own time once the outcome is known, instead of
+    the process exiting half way through them with no record and no alert."""
+    code = ("import time\n"
+            "from hook.deploy_hook.deadline import deadline\n"
+            "with deadline(0.2, exit_code=8, grace=1.0, alert_grace=3.0) as watch:\n"
+            "    with watch.shielded():\n"
+            "        time.sleep(0.9)\n"  # the rollback: past the deadline, within its grace
+            "    watch.settle()\n"
+            "    time.sleep(1.0)\n"  # the record and the alert: past the rollback's grace
+            "    print('recorded and alerted', watch.passed)\n")
+    ran = run([sys.executable, "-c", code], timeout=30)
+    assert ran.rc == 0 and "recorded and alerted True" in ran.out, ran.text
+
 # ======================================================== 4/5/7. renew-check probe
 def _big_host() -> str:
     return "ab." * 1700 + "example"
