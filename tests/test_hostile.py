@@ -13,6 +13,7 @@ from __future__ import annotations
 import contextlib
 import fcntl
 import os
+import signal
 import socket
 import stat
 import subprocess
@@ -551,28 +552,65 @@ def test_global_options_after_the_subcommand(hb: Bed) -> None:
     ran.line_with(str(other), "not a lineage directory")
 
 
-def test_renew_check_overall_deadline_names_what_did_not_finish(
-        hb: Bed, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
+def test_renew_check_overall_deadline_names_what_did_not_finish(hb: Bed) -> None:
     """A resolver that never answers (a silent UDP socket on loopback) would hold the DNS
     checks for their timeouts: past the overall deadline renew-check says UNKNOWN and
-    which stage did not finish (shortened from 50 s to 2 s here)."""
-    from daemon.renew_check import cli as rc  # noqa: PLC0415
-
+    which stage did not finish (shortened from 50 s to 2 s here), and the process ends
+    then, not when the stage's threads give up (20 s DNS timeouts here; Nagios kills a
+    check still running at 60 s and says CRITICAL)."""
     with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as silent:
         silent.bind((LO, 0))
         cfg = hb.stack.write_config(hb.stack.base / "silent-dns.toml",
                                     dns={"resolver": LO, "resolver_port": silent.getsockname()[1],
                                          "timeout": 20, "dane": "refuse", "mta_sts": False},
                                     probe={"cafile": str(hb.stack.base / "cafile.pem")})
-        monkeypatch.setattr(rc, "RUN_DEADLINE", 2.0)
-        start = time.monotonic()
-        code = rc.main(["--config", str(cfg), "--no-deep"])
-        took = time.monotonic() - start
-    out = capsys.readouterr().out
-    assert code == 3, out
-    assert "did not finish within 2 s" in out and "still checking 1 certificate(s)" in out, out
-    assert took < 4
+        code = ("import sys\n"
+                "from daemon.renew_check import cli\n"
+                "cli.RUN_DEADLINE = 2.0\n"
+                f"sys.exit(cli.main(['--config', {str(cfg)!r}, '--no-deep']))\n")
+        ran = run([sys.executable, "-c", code], timeout=60)
+    assert ran.rc == 3, ran.text
+    assert "did not finish within 2 s" in ran.out and "still checking 1 certificate(s)" in ran.out, ran.out
+    assert ran.out.startswith("UNKNOWN: "), ran.out
+    assert ran.seconds < 5, f"the process outlived its UNKNOWN line: {ran.seconds:.1f} s"
 
+
+def _postfix_pids(master: int) -> list[int]:
+    """The master and its children (smtpd processes hold the listening sockets too)."""
+    kids = []
+    for stat_file in Path("/proc").glob("[0-9]*/stat"):
+        with contextlib.suppress(OSError):
+            if int(stat_file.read_text().rpartition(")")[2].split()[1]) == master:
+                kids.append(int(stat_file.parent.name))
+    return [master, *kids]
+
+
+def test_renew_check_overall_deadline_does_not_wait_for_the_probes(hb: Bed) -> None:
+    """Postfix accepts connections but never answers (every process stopped): the probes
+    of the three services run in a pool for probe.timeout (20 s here). Past the overall
+    deadline (shortened to 2 s) renew-check says UNKNOWN and exits then, instead of
+    lingering until the pool's threads give up."""
+    cfg = hb.stack.write_config(hb.stack.base / "stopped-postfix.toml",
+                                probe={"cafile": str(hb.stack.base / "cafile.pem"), "timeout": 20},
+                                dns={"dane": "off", "mta_sts": False})
+    code = ("import sys\n"
+            "from daemon.renew_check import cli\n"
+            "cli.RUN_DEADLINE = 2.0\n"
+            f"sys.exit(cli.main(['--config', {str(cfg)!r}, '--no-deep', '--no-dns']))\n")
+    master = hb.stack.postfix.master_pid()
+    assert master is not None
+    stopped = _postfix_pids(master)
+    for pid in stopped:
+        os.kill(pid, signal.SIGSTOP)
+    try:
+        ran = run([sys.executable, "-c", code], timeout=60)
+    finally:
+        for pid in stopped:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGCONT)
+    assert ran.rc == 3, ran.text
+    assert ran.out.startswith("UNKNOWN: ") and "did not finish within 2 s" in ran.out, ran.out
+    assert ran.seconds < 6, f"the process outlived its UNKNOWN line: {ran.seconds:.1f} s"
 
 # ==================================================================== 6. adopt
 def test_adopt_of_a_lineage_postfix_does_not_read_refuses(hb: Bed) -> None:
