@@ -441,6 +441,7 @@ BAD_TARGETS = {
     "not-v6-in-brackets": ("[mail]:25", "not an IPv6 address"),
     "port-zero": ("127.0.0.1:0", "1-65535"),
     "port-too-big": ("127.0.0.1:65536", "1-65535"),
+    "port-5000-digits": ("127.0.0.1:" + "9" * 5000, "1-65535"),
     "v6-with-port-no-brackets": ("::1:25:x", "not an IPv6 address"),
 }
 
