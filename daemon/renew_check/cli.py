@@ -271,7 +271,9 @@ def _check(args: argparse.Namespace, cfg: Any) -> int:
     if status is not result.status:  # the first line is what Nagios shows: it must agree
         head = status.name + head[len(result.status.name):]
     summary, bar, perf = head.partition(" |")
-    head = f"{summary}; {render.peers_summary(seen)}{bar}{perf}{render.peers_perfdata(seen)}"
+    peers_perf = render.peers_perfdata(seen)
+    bar = bar or (" |" if peers_perf else "")  # no certificate's perfdata: the peers' still is
+    head = f"{summary}; {render.peers_summary(seen)}{bar}{perf}{peers_perf}"
     _print(args, doc, "\n".join([head, rest, *render.peers_lines(seen)]).replace("\n\n\n", "\n\n"))
     return status.exit_code
 
