@@ -101,7 +101,8 @@ def check_servername(name: str) -> str:
 
 
 def parse_port(text: str, where: str) -> int:
-    if not (text.isascii() and text.isdigit()) or not 0 < int(text) < 65536:
+    # at most 5 digits before int(): Python refuses to convert more than 4300 (ValueError)
+    if not (text.isascii() and text.isdigit() and len(text) <= 5) or not 0 < int(text) < 65536:
         raise ConfigError(f"{where}: port {shown(text)} is not a number of ASCII digits "
                           "1-65535")
     return int(text)

@@ -13,6 +13,7 @@ from __future__ import annotations
 import contextlib
 import fcntl
 import os
+import signal
 import socket
 import stat
 import subprocess
@@ -249,6 +250,9 @@ CONSISTENCY: dict[str, tuple[Callable[[Bed], object], str, str]] = {
     "junk-between-pem": (_junk_between, FC, "non-PEM data between PEM blocks"),
     "key-in-fullchain": (_key_in_fullchain, FC, "holds a private key"),
     "cert-in-privkey": (_cert_in_privkey, PK, "certbot writes one private key and nothing else"),
+    # 252 KiB of BEGIN lines without an END: 17 s in a back-referencing regex, before
+    "begin-flood": (lambda b: renew(b, cert=b"-----BEGIN A-----\n" * 14000), CERT,
+                    "non-PEM data"),
 }
 
 
@@ -384,6 +388,46 @@ def test_deadline_after_the_write_rolls_back(hb: Bed) -> None:
     assert ran.seconds < 4 + 30
 
 
+def test_deadline_during_the_rollback_lets_it_finish(hb: Bed) -> None:
+    """The reload fails at once, and the rollback's reload is still running when
+    deploy.hook_deadline passes: the rollback is not cut half way (it used to end as
+    rollback_failed, with no reload and no proof); it finishes, proves the previous
+    bundle, and the hook exits 8."""
+    marker = hb.stack.base / "reload-failed-once"
+    marker.unlink(missing_ok=True)
+    cfdir = hb.stack.postfix.config_dir
+    reload = ["sh", "-c", f"if [ -e {marker} ]; then sleep 6; exec postfix -c {cfdir} reload; "
+                          f"else touch {marker}; exit 1; fi"]
+    cfg = hb.stack.write_config(hb.stack.base / "deadline3.toml",
+                                deploy={"hook_deadline": 4, "proof_timeout": 8},
+                                postfix={"reload_command": reload},
+                                probe={"cafile": str(hb.stack.base / "cafile.pem")})
+    old = served_all(hb.stack)
+    renew(hb)
+    ran = hook(hb, config=cfg, timeout=60)
+    assert ran.rc == 8, ran.text
+    assert "rollback failed" not in ran.text, ran.text
+    ran.line_with("rolled back", "is served again")
+    assert '"outcome": "rolled_back"' in ran.out, ran.out
+    assert served_all(hb.stack) == old
+    assert ran.seconds < 4 + 30
+
+
+def test_deadline_the_record_and_alert_get_their_own_time() -> None:
+    """The deadline passed during a (shielded) rollback that used most of its grace: the
+    record and the alert still get their own time once the outcome is known, instead of
+    the process exiting half way through them with no record and no alert."""
+    code = ("import time\n"
+            "from hook.deploy_hook.deadline import deadline\n"
+            "with deadline(0.2, exit_code=8, grace=1.0, alert_grace=3.0) as watch:\n"
+            "    with watch.shielded():\n"
+            "        time.sleep(0.9)\n"  # the rollback: past the deadline, within its grace
+            "    watch.settle()\n"
+            "    time.sleep(1.0)\n"  # the record and the alert: past the rollback's grace
+            "    print('recorded and alerted', watch.passed)\n")
+    ran = run([sys.executable, "-c", code], timeout=30)
+    assert ran.rc == 0 and "recorded and alerted True" in ran.out, ran.text
+
 # ======================================================== 4/5/7. renew-check probe
 def _big_host() -> str:
     return "ab." * 1700 + "example"
@@ -400,6 +444,7 @@ BAD_TARGETS = {
     "not-v6-in-brackets": ("[mail]:25", "not an IPv6 address"),
     "port-zero": ("127.0.0.1:0", "1-65535"),
     "port-too-big": ("127.0.0.1:65536", "1-65535"),
+    "port-5000-digits": ("127.0.0.1:" + "9" * 5000, "1-65535"),
     "v6-with-port-no-brackets": ("::1:25:x", "not an IPv6 address"),
 }
 
@@ -511,28 +556,65 @@ def test_global_options_after_the_subcommand(hb: Bed) -> None:
     ran.line_with(str(other), "not a lineage directory")
 
 
-def test_renew_check_overall_deadline_names_what_did_not_finish(
-        hb: Bed, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
+def test_renew_check_overall_deadline_names_what_did_not_finish(hb: Bed) -> None:
     """A resolver that never answers (a silent UDP socket on loopback) would hold the DNS
     checks for their timeouts: past the overall deadline renew-check says UNKNOWN and
-    which stage did not finish (shortened from 50 s to 2 s here)."""
-    from daemon.renew_check import cli as rc  # noqa: PLC0415
-
+    which stage did not finish (shortened from 50 s to 2 s here), and the process ends
+    then, not when the stage's threads give up (20 s DNS timeouts here; Nagios kills a
+    check still running at 60 s and says CRITICAL)."""
     with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as silent:
         silent.bind((LO, 0))
         cfg = hb.stack.write_config(hb.stack.base / "silent-dns.toml",
                                     dns={"resolver": LO, "resolver_port": silent.getsockname()[1],
                                          "timeout": 20, "dane": "refuse", "mta_sts": False},
                                     probe={"cafile": str(hb.stack.base / "cafile.pem")})
-        monkeypatch.setattr(rc, "RUN_DEADLINE", 2.0)
-        start = time.monotonic()
-        code = rc.main(["--config", str(cfg), "--no-deep"])
-        took = time.monotonic() - start
-    out = capsys.readouterr().out
-    assert code == 3, out
-    assert "did not finish within 2 s" in out and "still checking 1 certificate(s)" in out, out
-    assert took < 4
+        code = ("import sys\n"
+                "from daemon.renew_check import cli\n"
+                "cli.RUN_DEADLINE = 2.0\n"
+                f"sys.exit(cli.main(['--config', {str(cfg)!r}, '--no-deep']))\n")
+        ran = run([sys.executable, "-c", code], timeout=60)
+    assert ran.rc == 3, ran.text
+    assert "did not finish within 2 s" in ran.out and "still checking 1 certificate(s)" in ran.out, ran.out
+    assert ran.out.startswith("UNKNOWN: "), ran.out
+    assert ran.seconds < 5, f"the process outlived its UNKNOWN line: {ran.seconds:.1f} s"
 
+
+def _postfix_pids(master: int) -> list[int]:
+    """The master and its children (smtpd processes hold the listening sockets too)."""
+    kids = []
+    for stat_file in Path("/proc").glob("[0-9]*/stat"):
+        with contextlib.suppress(OSError):
+            if int(stat_file.read_text().rpartition(")")[2].split()[1]) == master:
+                kids.append(int(stat_file.parent.name))
+    return [master, *kids]
+
+
+def test_renew_check_overall_deadline_does_not_wait_for_the_probes(hb: Bed) -> None:
+    """Postfix accepts connections but never answers (every process stopped): the probes
+    of the three services run in a pool for probe.timeout (20 s here). Past the overall
+    deadline (shortened to 2 s) renew-check says UNKNOWN and exits then, instead of
+    lingering until the pool's threads give up."""
+    cfg = hb.stack.write_config(hb.stack.base / "stopped-postfix.toml",
+                                probe={"cafile": str(hb.stack.base / "cafile.pem"), "timeout": 20},
+                                dns={"dane": "off", "mta_sts": False})
+    code = ("import sys\n"
+            "from daemon.renew_check import cli\n"
+            "cli.RUN_DEADLINE = 2.0\n"
+            f"sys.exit(cli.main(['--config', {str(cfg)!r}, '--no-deep', '--no-dns']))\n")
+    master = hb.stack.postfix.master_pid()
+    assert master is not None
+    stopped = _postfix_pids(master)
+    for pid in stopped:
+        os.kill(pid, signal.SIGSTOP)
+    try:
+        ran = run([sys.executable, "-c", code], timeout=60)
+    finally:
+        for pid in stopped:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGCONT)
+    assert ran.rc == 3, ran.text
+    assert ran.out.startswith("UNKNOWN: ") and "did not finish within 2 s" in ran.out, ran.out
+    assert ran.seconds < 6, f"the process outlived its UNKNOWN line: {ran.seconds:.1f} s"
 
 # ==================================================================== 6. adopt
 def test_adopt_of_a_lineage_postfix_does_not_read_refuses(hb: Bed) -> None:

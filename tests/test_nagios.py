@@ -154,6 +154,20 @@ def test_survey_perfdata_uses_ranges(module_stack: Stack) -> None:
     assert_consistent(rc, out)
 
 
+
+def test_peers_perfdata_is_perfdata_when_no_certificate_has_any(module_stack: Stack) -> None:
+    """A survey whose status line carries no perfdata of its own (no certificate: a
+    lineage Postfix does not use): the peers' counters still come after ' |', not in the
+    status text Nagios shows."""
+    other = module_stack.lineage.parent / "not-used.example.test"
+    argv = [str(RENEW_CHECK), "--config", str(module_stack.config_file), "--no-deep", "--no-dns",
+            "--lineage", str(other)]
+    rc, out, _ = run(argv)
+    assert "peers_in_tls" not in out.text, out
+    assert out.perf("peers_in_tls").value == 0 and out.perf("tlsrpt_failed").value == 0, out
+    assert_consistent(rc, out)
+
+
 def _doc_blocks(kind: str) -> list[str]:
     return re.findall(rf"```{kind}\n(.*?)```", DOC.read_text(), re.DOTALL)
 

@@ -254,7 +254,11 @@ def _check(args: argparse.Namespace, cfg: Any) -> int:
         _unknown(args, f"renew-check did not finish within {RUN_DEADLINE:g} s (its overall "
                  f"deadline, under Nagios' 60 s): still {stages[-1] if stages else 'starting'}; "
                  f"finished: {done}. Try --no-deep or --no-dns, or lower probe.timeout")
-        return 3
+        # The stage's pool threads (not daemon threads) would be joined at exit, keeping
+        # the process alive past Nagios' 60 s after it said UNKNOWN: leave at once.
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(3)
     got = box[0]
     if isinstance(got, BaseException):
         raise got
@@ -267,7 +271,9 @@ def _check(args: argparse.Namespace, cfg: Any) -> int:
     if status is not result.status:  # the first line is what Nagios shows: it must agree
         head = status.name + head[len(result.status.name):]
     summary, bar, perf = head.partition(" |")
-    head = f"{summary}; {render.peers_summary(seen)}{bar}{perf}{render.peers_perfdata(seen)}"
+    peers_perf = render.peers_perfdata(seen)
+    bar = bar or (" |" if peers_perf else "")  # no certificate's perfdata: the peers' still is
+    head = f"{summary}; {render.peers_summary(seen)}{bar}{perf}{peers_perf}"
     _print(args, doc, "\n".join([head, rest, *render.peers_lines(seen)]).replace("\n\n\n", "\n\n"))
     return status.exit_code
 

@@ -134,7 +134,8 @@ class Watcher:
         self._pending: list[tuple[str, policy.Reason]] = []
         self._undelivered: dict[str, float] = {}
         """Check key -> when its alert last failed to go out: retried after
-        :data:`RETRY_UNDELIVERED`, not at every cycle (the peers job runs every 10 s)."""
+        :data:`RETRY_UNDELIVERED`, not at every cycle (the peers job runs every 10 s); a
+        change of status or codes is news and clears it."""
         self._batching = 0
         self.scheduler = BackgroundScheduler(
             timezone="UTC",
@@ -590,6 +591,8 @@ class Watcher:
         prev = self.state.checks.get(check.key)
         merged, reason = policy.advance(prev, check, now, self.config.alert.repeat_interval)
         self.state.checks[merged.key] = merged
+        if prev is not None and (prev.status, prev.codes) != (merged.status, merged.codes):
+            self._undelivered.pop(merged.key, None)  # a new state is news: no pause
         failed_at = self._undelivered.get(merged.key)
         if reason is not None and (failed_at is None or now - failed_at >= RETRY_UNDELIVERED):
             self._pending.append((merged.key, reason))

@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING
 
 from hook import config as config_mod
 from hook import log as log_mod
-from hook.deploy_hook.deadline import DeadlinePassed, Watch, deadline
+from hook.deploy_hook.deadline import ALERT_GRACE, DeadlinePassed, Watch, deadline, grace_for
 from hook.errors import ConfigError, Error, LineageError
 from hook.exits import DeployHookExit
 
@@ -52,12 +52,15 @@ def main(argv: list[str] | None = None, environ: Mapping[str, str] | None = None
     log_mod.configure(sys.stdout)
     log = log_mod.get("postfix-deploy-hook")
     loaded: list[config_mod.Config] = []
+    watches: list[Watch] = []
     try:
-        return _main(args, env, log, loaded)
+        return _main(args, env, log, loaded, watches)
     except DeadlinePassed as exc:  # before anything was written (else: a rolled-back report)
         log.error("deploy", outcome="deadline", error=str(exc),
                   alerts=_alert_internal(loaded, args, env, str(exc)))
-        print(f"postfix-deploy-hook: {exc}; nothing was changed", file=sys.stderr)
+        wrote = any(w.wrote for w in watches)
+        print(f"postfix-deploy-hook: {exc}; " + ("files may have changed: check 'renew-check' "
+              "and the Postfix log" if wrote else "nothing was changed"), file=sys.stderr)
         return DeployHookExit.DEADLINE
     except (ConfigError, LineageError) as exc:
         log.error("deploy", outcome="usage_error", error=str(exc))
@@ -93,7 +96,7 @@ ACTIONS = {
 
 
 def _main(args: argparse.Namespace, env: Mapping[str, str], log: object,
-          loaded: list[config_mod.Config]) -> int:
+          loaded: list[config_mod.Config], watches: list[Watch]) -> int:
     from hook.certs import resolve  # noqa: PLC0415 - keep --help fast
 
     cfg = config_mod.load(args.config, env)
@@ -103,7 +106,11 @@ def _main(args: argparse.Namespace, env: Mapping[str, str], log: object,
     if not path:
         raise LineageError("no lineage: set RENEWED_LINEAGE (certbot does) or pass --lineage")
     lin = resolve(path, cfg.certbot.config_dir)
-    with deadline(cfg.deploy.hook_deadline, exit_code=DeployHookExit.DEADLINE) as watch:
+    grace = grace_for(cfg.postfix.command_timeout, cfg.deploy.proof_timeout)
+    alert_grace = ALERT_GRACE + cfg.postfix.command_timeout  # + postconf for the host name
+    with deadline(cfg.deploy.hook_deadline, exit_code=DeployHookExit.DEADLINE, grace=grace,
+                  alert_grace=alert_grace) as watch:
+        watches.append(watch)
         code = _run(args, cfg, lin, env, log, by_certbot, watch)
         return DeployHookExit.DEADLINE if watch.passed else code
 
@@ -120,7 +127,7 @@ def _run(args: argparse.Namespace, cfg: config_mod.Config, lin: Lineage, env: Ma
         with contextlib.ExitStack() as held:
             with _state_dir_usable(cfg.deploy.state_dir):  # exit 2 before anything changes
                 held.enter_context(pipeline.locked(cfg.deploy.state_dir))
-            report = pipeline.run(cfg, lin)
+            report = pipeline.run(cfg, lin, guard=watch)
             watch.settle()
             if report.outcome is not pipeline.Outcome.SKIPPED:
                 try:

@@ -9,7 +9,7 @@ Front ends (``postfix-deploy-hook``, ``renew-check``, ``renew-daemon``, the benc
 import only the names below, never a submodule.
 """
 
-from hook.pipeline.deploy import run
+from hook.pipeline.deploy import Guard, run
 from hook.pipeline.lock import DeployError, locked
 from hook.pipeline.prove import Proof, served, target_for
 from hook.pipeline.record import write_record
@@ -18,6 +18,7 @@ from hook.pipeline.validate import Validation, group_id, validate_lineage
 
 __all__ = [
     "DeployError",
+    "Guard",
     "Outcome",
     "Proof",
     "Report",

@@ -20,6 +20,11 @@ report or a log.
 
 from __future__ import annotations
 
+import contextlib
+from collections.abc import Callable
+from contextlib import AbstractContextManager
+from typing import Protocol
+
 from hook.certs.lineage import Lineage
 from hook.config import Config
 from hook.pipeline import messages
@@ -32,13 +37,44 @@ from hook.pipeline.plan import plan
 from hook.pipeline.preflight import preflight
 from hook.pipeline.prove import prove_new
 from hook.pipeline.reload import reload
-from hook.pipeline.report import Clock, Ending, Outcome, Report
+from hook.pipeline.report import Clock, Ending, Outcome, Report, StageFailure
 from hook.pipeline.rollback import rollback
 from hook.pipeline.validate import tighten_key, validate
 
 
-def run(config: Config, lineage: Lineage, *, dry_run: bool = False) -> Report:
-    """Run the whole pipeline for ``lineage``; never raises for a bad bundle or Postfix."""
+class Guard(Protocol):
+    """The front end's overall deadline, as the pipeline sees it (it imports no front end):
+    :meth:`shielded` from the first write to the end of the run, where the deadline must
+    not interrupt; :meth:`interruptible` inside it, around a step whose failure is rolled
+    back, where it may (and raises at once if it already passed)."""
+
+    def shielded(self) -> AbstractContextManager[None]: ...
+    def interruptible(self) -> AbstractContextManager[None]: ...
+
+
+class _Unguarded:
+    def shielded(self) -> AbstractContextManager[None]:
+        return contextlib.nullcontext()
+
+    def interruptible(self) -> AbstractContextManager[None]:
+        return contextlib.nullcontext()
+
+
+def _interruptible(guard: Guard, stage: str,
+                   step: Callable[[], StageFailure | None]) -> StageFailure | None:
+    """``step`` with the deadline allowed to stop it: its passing is that stage's failure."""
+    try:
+        with guard.interruptible():
+            return step()
+    except Exception as exc:  # the deadline (or anything else): rolled back
+        return StageFailure(stage, messages.why(exc))
+
+
+def run(config: Config, lineage: Lineage, *, dry_run: bool = False,
+        guard: Guard | None = None) -> Report:
+    """Run the whole pipeline for ``lineage``; never raises for a bad bundle or Postfix.
+    From the first write on, ``guard`` (the front end's deadline) is shielded off except
+    while the new files are reloaded and proven."""
     clock = Clock()
     draft = Draft(lineage.name, dry_run)
 
@@ -73,20 +109,24 @@ def run(config: Config, lineage: Lineage, *, dry_run: bool = False) -> Report:
 
     # From the first write on, ANY failure puts the previous files back, reloads and
     # proves: never a bare exit with unproven files installed.
-    applied = apply(config, lineage, found, new, checked)
-    clock.lap("apply")
-    failure = applied.failure or reload(config, found)
-    clock.lap("reload")
-    failure = failure or prove_new(config, found.use, new.leaf_sha256, new.leaf)
-    clock.lap("prove")
-    if failure is not None:
-        ending = rollback(config, found, applied, failure)
-        clock.lap("rollback")
-    else:
-        warnings: tuple[str, ...] = ()
-        if anchors is not None:
-            warnings = import_anchors(config, lineage, anchors)
-            clock.lap("trust")
-        ending = Ending(Outcome.DEPLOYED, messages.deployed(new, lineage, found.use, gate.summary),
-                        warnings=warnings)
-    return draft.ended(ending, clock)
+    guard = guard or _Unguarded()
+    with guard.shielded():
+        applied = apply(config, lineage, found, new, checked)
+        clock.lap("apply")
+        failure = applied.failure or _interruptible(guard, "reload",
+                                                    lambda: reload(config, found))
+        clock.lap("reload")
+        failure = failure or _interruptible(guard, "prove", lambda: prove_new(
+            config, found.use, new.leaf_sha256, new.leaf))
+        clock.lap("prove")
+        if failure is not None:
+            ending = rollback(config, found, applied, failure)
+            clock.lap("rollback")
+        else:
+            warnings: tuple[str, ...] = ()
+            if anchors is not None:
+                warnings = import_anchors(config, lineage, anchors)
+                clock.lap("trust")
+            ending = Ending(Outcome.DEPLOYED, messages.deployed(new, lineage, found.use,
+                                                                gate.summary), warnings=warnings)
+        return draft.ended(ending, clock)

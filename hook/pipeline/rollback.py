@@ -32,8 +32,8 @@ def rollback(config: Config, found: Discovery, applied: Applied, failure: StageF
 
 def _unwrite(config: Config, found: Discovery, applied: Applied, reason: str) -> Ending:
     """Writing failed before any reload: restore the files, no reload needed."""
-    gid = group_id(config)
     try:
+        gid = group_id(config)
         restore_sni(applied.before.sni, perms.key_mode(gid), gid)
         files.restore(applied.before.staged)
     except Exception as again:  # reported, not raised
@@ -46,10 +46,10 @@ def _roll_back(config: Config, found: Discovery, applied: Applied, reason: str) 
     use, before, old_sha = found.use, applied.before, found.served_sha256
     if use.mode is Mode.IN_PLACE:
         return Ending(Outcome.ROLLBACK_FAILED, messages.in_place_no_rollback(reason))
-    gid = group_id(config)
     proven: list[str] = []
     unproven: list[str] = []
     try:
+        gid = group_id(config)
         restore_sni(before.sni, perms.key_mode(gid), gid)
         if use.staged and (old_sha is None or not files.restore(before.staged)):
             return Ending(Outcome.ROLLBACK_FAILED,

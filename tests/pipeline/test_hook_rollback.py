@@ -15,7 +15,7 @@ from hook import pipeline
 from hook.certs.bundle import fingerprint, parse_chain
 from hook.deploy_hook import cli
 from hook.exits import DeployHookExit
-from hook.pipeline import prove
+from hook.pipeline import prove, rollback
 from tests.harness import badcerts as bc
 from tests.harness.hookbed import Bed, log_line, run_hook, served_all, staged_bed
 from tests.harness.stack import Pebble
@@ -113,3 +113,30 @@ def test_an_internal_error_still_sends_the_alert(
     assert "internal error: RuntimeError: pipeline bug" in capsys.readouterr().err
     mail = bed.mailbox.read_text()
     assert "internal error" in mail and "pipeline bug" in mail and "mail.example.test" in mail
+
+
+def test_a_failing_group_lookup_in_the_rollback_is_reported_not_raised(
+        bed: Bed, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
+    """The rollback's ``deploy.group`` lookup (NSS) fails after the new bundle was written
+    and the reload failed: the outcome is rollback_failed (exit 5, record, alert), not an
+    exception escaping the pipeline as an internal error (exit 1) with no record."""
+    stack = bed.stack
+
+    def no_nss(*args: Any, **kwargs: Any) -> int | None:
+        raise KeyError("getgrnam(): name not found: 'mail'")
+
+    monkeypatch.setattr(rollback, "group_id", no_nss)
+    cfg = config_with(bed, "gid-lookup.toml", reload_command=["false"])
+    chain, key = bed.good_leaf()
+    bc.renew_with(stack.lineage, fullchain=chain, privkey=key)
+    bed.mailbox.unlink(missing_ok=True)
+    try:
+        rc = cli.main(["--config", str(cfg), "--lineage", str(stack.lineage)], environ={})
+        err = capsys.readouterr().err
+        assert rc == DeployHookExit.ROLLBACK_FAILED, err
+        assert "rollback failed too: unexpected KeyError" in err, err
+        assert "rollback_failed" in bed.mailbox.read_text()
+        record = sorted((stack.state_dir / "deploys").glob("*.json"))[-1].read_text()
+        assert '"outcome": "rollback_failed"' in record
+    finally:  # the new bundle stays installed: Postfix serves it from now on
+        stack.postfix.postfix("reload")

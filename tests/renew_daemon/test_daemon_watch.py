@@ -258,3 +258,40 @@ def test_undelivered_alert_is_retried_after_a_pause_not_every_cycle(tmp_path: Pa
         assert len(failed) == 1 and failed[0]["deliveries"][0].startswith("mail:failed"), failed
         w._record(problem, now + RETRY_UNDELIVERED + 1)
         assert len([e for e in logs if e["event"] == "alert"]) == 2
+
+
+def test_a_new_state_is_alerted_at_once_after_an_undelivered_alert(tmp_path: Path) -> None:
+    """A failed send pauses retries of the same state only: an escalation (warning ->
+    critical) and an all-clear a few seconds later are news and are sent at once, not
+    after RETRY_UNDELIVERED (the all-clear would otherwise never be sent)."""
+    from daemon.renew_daemon.watch import RETRY_UNDELIVERED  # noqa: PLC0415
+
+    flag = tmp_path / "sendmail-fails"
+    cfg = config.Config(
+        postfix=config.PostfixConfig(config_directory=tmp_path / "no-postfix-here"),
+        deploy=config.DeployConfig(state_dir=tmp_path / "state", bundle_dir=tmp_path / "b"),
+        alert=config.AlertConfig(mail_to=("root",), sendmail_command=(
+            sys.executable, "-c", f"import os, sys; sys.stdin.read(); "
+                                  f"os.path.exists({str(flag)!r}) and sys.exit('sendmail: fatal')")))
+    with capture_logs() as logs:
+        w = Watcher(cfg, structlog.get_logger("test"), Notifier({}))
+        now = w.clock()
+
+        def state(status: str, codes: tuple[str, ...]) -> Check:
+            return Check(Kind.POSTFIX, "postfix", status=status, codes=codes, detail="postconf")
+
+        day, crit = 86400.0, state("critical", ("postfix_unreadable",))
+        w._record(state("warning", ("postfix_slow",)), now)  # delivered
+        flag.touch()
+        w._record(state("warning", ("postfix_slow",)), now + day)  # the repeat: fails
+        w._record(crit, now + day + 10)  # an escalation: tried at once (fails too)
+        flag.unlink()
+        w._record(crit, now + day + 20)  # the same state: paused
+        w._record(crit, now + day + 10 + RETRY_UNDELIVERED)  # retried: delivered
+        flag.touch()
+        w._record(crit, now + 2 * day + 10 + RETRY_UNDELIVERED)  # the repeat: fails
+        flag.unlink()
+        w._record(state("ok", ()), now + 2 * day + 20 + RETRY_UNDELIVERED)  # the all-clear
+        sent = [(e["reason"], e["deliveries"][0].split()[0]) for e in logs if e["event"] == "alert"]
+    assert sent == [("new", "mail:ok"), ("repeat", "mail:failed"), ("new", "mail:failed"),
+                    ("new", "mail:ok"), ("repeat", "mail:failed"), ("resolved", "mail:ok")], sent
