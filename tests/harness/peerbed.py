@@ -72,28 +72,28 @@ class PeerBed:
 
     def inbound_broken(self) -> None:
         """STARTTLS accepted, then bytes that are not a TLS ClientHello."""
-        with socket.create_connection((LO, self.ours.smtp_port), timeout=10) as s:
-            f = s.makefile("rb")
-            f.readline()
-            s.sendall(b"EHLO broken.example.test\r\n")
-            while (line := f.readline()) and line[3:4] == b"-":
-                pass
-            s.sendall(b"STARTTLS\r\n")
-            f.readline()
+        with self._after_starttls("broken.example.test") as s:
             s.sendall(b"GET / HTTP/1.0\r\n\r\n" + b"\x00" * 64)
             with contextlib.suppress(OSError):
                 s.recv(100)
 
     def inbound_dropped(self) -> None:
         """STARTTLS accepted, then the client hangs up ("lost connection after STARTTLS")."""
+        with self._after_starttls("gone.example.test"):
+            pass
+
+    @contextlib.contextmanager
+    def _after_starttls(self, helo: str) -> Iterator[socket.socket]:
+        """A plain connection to ``ours`` port 25 that has just had STARTTLS accepted."""
         with socket.create_connection((LO, self.ours.smtp_port), timeout=10) as s:
             f = s.makefile("rb")
             f.readline()
-            s.sendall(b"EHLO gone.example.test\r\n")
+            s.sendall(b"EHLO " + helo.encode() + b"\r\n")
             while (line := f.readline()) and line[3:4] == b"-":
                 pass
             s.sendall(b"STARTTLS\r\n")
             f.readline()
+            yield s
 
     # ------------------------------------------------------------------ outbound
     def send_out(self, level: str, **extra: str) -> None:
