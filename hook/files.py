@@ -60,15 +60,13 @@ def describe_mode(mode: int) -> str:
     return next((what for test, what in _KINDS if test(mode)), "not a regular file")
 
 
-def read_bounded(path: os.PathLike[str] | str, cap: int, *, follow: bool = True) -> bytes:
-    r"""Read a regular file of at most ``cap`` bytes, without ever blocking or growing.
-
-    Opened with ``O_NONBLOCK`` (a FIFO opens at once instead of waiting for a writer) and,
-    unless ``follow``, ``O_NOFOLLOW``; ``fstat`` must show a regular file; at most
-    ``cap + 1`` bytes are read. A FIFO, device, socket, directory, symlink (``follow=False``)
-    or a file over ``cap`` raises :class:`UnsafeFile`; other ``OSError``\ s pass through
-    (``FileNotFoundError`` stays what it is)."""
-    flags = os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC | (0 if follow else os.O_NOFOLLOW)
+def open_regular(path: os.PathLike[str] | str, *, follow: bool = True) -> int:
+    """A read-only descriptor of the regular file ``path``, opened without blocking
+    (``O_NONBLOCK``: a FIFO opens at once instead of waiting for a writer) and, unless
+    ``follow``, without following a symlink. Anything but a regular file raises
+    :class:`UnsafeFile` saying what it is; other ``OSError``\\ s pass through."""
+    flags = os.O_RDONLY | os.O_NONBLOCK | os.O_NOCTTY | os.O_CLOEXEC
+    flags |= 0 if follow else os.O_NOFOLLOW
     try:
         fd = os.open(path, flags)
     except OSError as exc:
@@ -77,10 +75,24 @@ def read_bounded(path: os.PathLike[str] | str, cap: int, *, follow: bool = True)
         if exc.errno == errno.ENXIO:  # open(2) of a socket
             raise UnsafeFile(path, "is a socket, not a regular file") from exc
         raise
+    mode = os.fstat(fd).st_mode
+    if not stat.S_ISREG(mode):
+        os.close(fd)
+        raise UnsafeFile(path, f"is {describe_mode(mode)}, not a regular file")
+    return fd
+
+
+def read_bounded(path: os.PathLike[str] | str, cap: int, *, follow: bool = True) -> bytes:
+    r"""Read a regular file of at most ``cap`` bytes, without ever blocking or growing.
+
+    Opened with ``O_NONBLOCK`` (a FIFO opens at once instead of waiting for a writer) and,
+    unless ``follow``, ``O_NOFOLLOW``; ``fstat`` must show a regular file; at most
+    ``cap + 1`` bytes are read. A FIFO, device, socket, directory, symlink (``follow=False``)
+    or a file over ``cap`` raises :class:`UnsafeFile`; other ``OSError``\ s pass through
+    (``FileNotFoundError`` stays what it is)."""
+    fd = open_regular(path, follow=follow)
     try:
         st = os.fstat(fd)
-        if not stat.S_ISREG(st.st_mode):
-            raise UnsafeFile(path, f"is {describe_mode(st.st_mode)}, not a regular file")
         if st.st_size > cap:
             raise UnsafeFile(path, f"is {st.st_size} bytes, more than the {_size(cap)} such a "
                              "file can sensibly be", errno.EFBIG)

@@ -23,7 +23,6 @@ import contextlib
 import json
 import os
 import shutil
-import stat
 import subprocess
 import tempfile
 import time
@@ -32,6 +31,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import IO
 
+from hook import files
 from hook.errors import Error
 from hook.peers.tlslog import LineParser, TlsEvent, interesting, parse_message
 
@@ -53,16 +53,13 @@ class LogError(Error):
 
 
 def open_regular(path: Path) -> int:
-    """Open ``path`` read-only without blocking; refuse anything but a regular file."""
+    """:func:`hook.files.open_regular`, its refusals as :class:`LogError`."""
     try:
-        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_NOCTTY | os.O_CLOEXEC)
+        return files.open_regular(path)
+    except files.UnsafeFile as exc:  # "is a named pipe (FIFO), not a regular file", ...
+        raise LogError(f"{path}: {exc.strerror}") from exc
     except OSError as exc:
         raise LogError(f"{path}: cannot open: {exc.strerror}") from exc
-    st = os.fstat(fd)
-    if not stat.S_ISREG(st.st_mode):
-        os.close(fd)
-        raise LogError(f"{path}: not a regular file")
-    return fd
 
 
 @dataclass(frozen=True)
