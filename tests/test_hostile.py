@@ -369,18 +369,25 @@ def test_deadline_while_waiting_for_the_lock(hb: Bed) -> None:
     assert 2 <= ran.seconds < 8
 
 
+def first_reload_then(hb: Bed, name: str, *, first: str, then: str) -> Path:
+    """A config with ``deploy.hook_deadline = 4`` whose reload command runs ``first`` the
+    first time (the deploy's reload) and ``then`` before a real reload after that (the
+    rollback's)."""
+    marker = hb.stack.base / f"{name}-reloaded-once"
+    marker.unlink(missing_ok=True)
+    cfdir = hb.stack.postfix.config_dir
+    reload = ["sh", "-c", f"if [ -e {marker} ]; then {then}exec postfix -c {cfdir} reload; "
+                          f"else touch {marker}; {first}; fi"]
+    return hb.stack.write_config(hb.stack.base / f"{name}.toml",
+                                 deploy={"hook_deadline": 4, "proof_timeout": 8},
+                                 postfix={"reload_command": reload},
+                                 probe={"cafile": str(hb.stack.base / "cafile.pem")})
+
+
 def test_deadline_after_the_write_rolls_back(hb: Bed) -> None:
     """A reload that hangs past deploy.hook_deadline: the hook stops it, rolls back
     (the previous bundle served again, proven), and exits 8."""
-    marker = hb.stack.base / "reload-hung-once"
-    marker.unlink(missing_ok=True)
-    cfdir = hb.stack.postfix.config_dir
-    reload = ["sh", "-c", f"if [ -e {marker} ]; then exec postfix -c {cfdir} reload; "
-                          f"else touch {marker}; exec sleep 60; fi"]
-    cfg = hb.stack.write_config(hb.stack.base / "deadline2.toml",
-                                deploy={"hook_deadline": 4, "proof_timeout": 8},
-                                postfix={"reload_command": reload},
-                                probe={"cafile": str(hb.stack.base / "cafile.pem")})
+    cfg = first_reload_then(hb, "deadline2", first="exec sleep 60", then="")
     renew(hb)
     ran = hook(hb, config=cfg, timeout=60)
     assert ran.rc == 8, ran.text
@@ -393,15 +400,7 @@ def test_deadline_during_the_rollback_lets_it_finish(hb: Bed) -> None:
     deploy.hook_deadline passes: the rollback is not cut half way (it used to end as
     rollback_failed, with no reload and no proof); it finishes, proves the previous
     bundle, and the hook exits 8."""
-    marker = hb.stack.base / "reload-failed-once"
-    marker.unlink(missing_ok=True)
-    cfdir = hb.stack.postfix.config_dir
-    reload = ["sh", "-c", f"if [ -e {marker} ]; then sleep 6; exec postfix -c {cfdir} reload; "
-                          f"else touch {marker}; exit 1; fi"]
-    cfg = hb.stack.write_config(hb.stack.base / "deadline3.toml",
-                                deploy={"hook_deadline": 4, "proof_timeout": 8},
-                                postfix={"reload_command": reload},
-                                probe={"cafile": str(hb.stack.base / "cafile.pem")})
+    cfg = first_reload_then(hb, "deadline3", first="exit 1", then="sleep 6; ")
     old = served_all(hb.stack)
     renew(hb)
     ran = hook(hb, config=cfg, timeout=60)
